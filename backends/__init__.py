@@ -1,0 +1,1 @@
+"""Backends, installed as `specc.backends`; see specc.backend for the registry."""

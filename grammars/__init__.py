@@ -1,0 +1,1 @@
+"""The specc grammar, shipped inside the package as specc.grammars."""

@@ -1,0 +1,298 @@
+"""The IR: frozen, JSON-able descriptions of checked models and train blocks.
+
+Nothing here knows about lark or any framework. Every value a backend needs is
+resolved: shapes are channels-first tuples without the batch axis, kernels,
+strides and dilations are `(h, w)` integer tuples, padding is explicit
+`((low, high), (low, high))`, BatchNorm momentum is in the Keras convention,
+activations are names. `to_json`/`from_json` round-trip losslessly: attribute
+values are only ints, floats, bools, strings, None and (nested) tuples, and
+JSON lists are read back as tuples.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from math import prod
+from types import MappingProxyType
+from typing import Any, Mapping
+
+Shape = tuple[int, ...]
+
+
+def _freeze(value: Any) -> Any:
+    """JSON lists back to tuples, dicts to read-only mappings (recursively)."""
+    if isinstance(value, (list, tuple)):
+        return tuple(_freeze(v) for v in value)
+    if isinstance(value, Mapping):
+        return MappingProxyType({k: _freeze(v) for k, v in value.items()})
+    return value
+
+
+def _plain(value: Any) -> Any:
+    """The JSON-ready form of a frozen value."""
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, Mapping):
+        return {k: _plain(v) for k, v in value.items()}
+    return value
+
+
+@dataclass(frozen=True)
+class Weight:
+    """One canonical parameter array of a layer (Keras layout, float32)."""
+
+    name: str  # the param part of the key "<layer>/<param>"
+    shape: Shape
+    trainable: bool = True
+    init: str = "zeros"  # glorot_uniform, orthogonal, zeros, ones, lstm_bias, uniform_0.05
+
+    @property
+    def size(self) -> int:
+        return prod(self.shape)
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "shape": list(self.shape), "trainable": self.trainable, "init": self.init}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Weight":
+        return cls(d["name"], tuple(d["shape"]), bool(d["trainable"]), d["init"])
+
+
+@dataclass(frozen=True)
+class Layer:
+    name: str
+    kind: str  # catalogue spelling: "Dense", "Conv2D", ...
+    attrs: Mapping[str, Any]
+    input_shape: Shape
+    output_shape: Shape
+    weights: tuple[Weight, ...] = ()
+    line: int | None = None  # where the layer was written, for runtime messages
+
+    def __post_init__(self):
+        object.__setattr__(self, "attrs", _freeze(dict(self.attrs)))
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "output_shape", tuple(self.output_shape))
+        object.__setattr__(self, "weights", tuple(self.weights))
+
+    @property
+    def params(self) -> int:
+        """Parameter count exactly as Keras's count_params() reports it."""
+        return sum(w.size for w in self.weights)
+
+    @property
+    def trainable_params(self) -> int:
+        return sum(w.size for w in self.weights if w.trainable)
+
+    @property
+    def non_trainable_params(self) -> int:
+        return self.params - self.trainable_params
+
+    def weight_key(self, param: str) -> str:
+        return f"{self.name}/{param}"
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "kind": self.kind,
+            "attrs": _plain(self.attrs),
+            "input_shape": list(self.input_shape),
+            "output_shape": list(self.output_shape),
+            "weights": [w.to_dict() for w in self.weights],
+            "line": self.line,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Layer":
+        return cls(
+            name=d["name"],
+            kind=d["kind"],
+            attrs=_freeze(d["attrs"]),
+            input_shape=tuple(d["input_shape"]),
+            output_shape=tuple(d["output_shape"]),
+            weights=tuple(Weight.from_dict(w) for w in d["weights"]),
+            line=d.get("line"),
+        )
+
+
+@dataclass(frozen=True)
+class Model:
+    name: str
+    input_shape: Shape
+    layers: tuple[Layer, ...]
+    input_dtype: str = "float32"  # "int32" for token inputs (`input [T] int`)
+
+    def __post_init__(self):
+        object.__setattr__(self, "input_shape", tuple(self.input_shape))
+        object.__setattr__(self, "layers", tuple(self.layers))
+
+    @property
+    def output_shape(self) -> Shape:
+        return self.layers[-1].output_shape if self.layers else self.input_shape
+
+    @property
+    def params(self) -> int:
+        return sum(layer.params for layer in self.layers)
+
+    def weight_specs(self) -> dict[str, Weight]:
+        """Canonical key -> Weight, in layer order."""
+        return {layer.weight_key(w.name): w for layer in self.layers for w in layer.weights}
+
+    def layer(self, name: str) -> Layer:
+        for layer in self.layers:
+            if layer.name == name:
+                return layer
+        raise KeyError(name)
+
+    def to_dict(self) -> dict:
+        return {
+            "name": self.name,
+            "input_shape": list(self.input_shape),
+            "input_dtype": self.input_dtype,
+            "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Model":
+        return cls(
+            name=d["name"],
+            input_shape=tuple(d["input_shape"]),
+            layers=tuple(Layer.from_dict(x) for x in d["layers"]),
+            input_dtype=d.get("input_dtype", "float32"),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Model":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Call:
+    """A resolved `name(args)` value of a train block: data, optimizer, schedule."""
+
+    name: str
+    args: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "args", _freeze(dict(self.args)))
+
+    def to_dict(self) -> dict:
+        return {"name": self.name, "args": _plain(self.args)}
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Call":
+        return cls(d["name"], _freeze(d["args"]))
+
+
+@dataclass(frozen=True)
+class Train:
+    """A checked train block; every optimiser default is filled in explicitly."""
+
+    model: str
+    data: Call
+    loss: str
+    optimizer: Call
+    batch: int = 32
+    epochs: int = 1
+    metrics: tuple[str, ...] = ()
+    seed: int = 0
+    schedule: Call = Call("constant")
+    patience: int | None = None
+
+    def __post_init__(self):
+        object.__setattr__(self, "metrics", tuple(self.metrics))
+
+    def replace(self, **changes) -> "Train":
+        from dataclasses import replace
+
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model,
+            "data": self.data.to_dict(),
+            "loss": self.loss,
+            "optimizer": self.optimizer.to_dict(),
+            "batch": self.batch,
+            "epochs": self.epochs,
+            "metrics": list(self.metrics),
+            "seed": self.seed,
+            "schedule": self.schedule.to_dict(),
+            "patience": self.patience,
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Train":
+        return cls(
+            model=d["model"],
+            data=Call.from_dict(d["data"]),
+            loss=d["loss"],
+            optimizer=Call.from_dict(d["optimizer"]),
+            batch=d["batch"],
+            epochs=d["epochs"],
+            metrics=tuple(d["metrics"]),
+            seed=d["seed"],
+            schedule=Call.from_dict(d["schedule"]),
+            patience=d.get("patience"),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Train":
+        return cls.from_dict(json.loads(text))
+
+
+@dataclass(frozen=True)
+class Program:
+    """Everything one spec file defines: models by name, train blocks by model name."""
+
+    models: Mapping[str, Model]
+    trains: Mapping[str, Train]
+    filename: str = "<string>"
+    constants: Mapping[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self):
+        object.__setattr__(self, "models", MappingProxyType(dict(self.models)))
+        object.__setattr__(self, "trains", MappingProxyType(dict(self.trains)))
+        object.__setattr__(self, "constants", MappingProxyType(dict(self.constants)))
+
+    def __getitem__(self, name: str) -> Model:
+        return self.models[name]
+
+    def __contains__(self, name: str) -> bool:
+        return name in self.models
+
+    def __iter__(self):
+        return iter(self.models.values())
+
+    def to_dict(self) -> dict:
+        return {
+            "specc_ir": 1,
+            "filename": self.filename,
+            "constants": _plain(self.constants),
+            "models": [m.to_dict() for m in self.models.values()],
+            "trains": [t.to_dict() for t in self.trains.values()],
+        }
+
+    @classmethod
+    def from_dict(cls, d: Mapping) -> "Program":
+        models = [Model.from_dict(m) for m in d["models"]]
+        trains = [Train.from_dict(t) for t in d["trains"]]
+        return cls(
+            models={m.name: m for m in models},
+            trains={t.model: t for t in trains},
+            filename=d.get("filename", "<string>"),
+            constants=d.get("constants", {}),
+        )
+
+    def to_json(self, indent: int | None = 2) -> str:
+        return json.dumps(self.to_dict(), indent=indent)
+
+    @classmethod
+    def from_json(cls, text: str) -> "Program":
+        return cls.from_dict(json.loads(text))
