@@ -82,9 +82,10 @@ def _positive_int(value: Any, name: str) -> int:
         if isinstance(value, float) and value.is_integer():
             raise LayerError(f"{name} must be an integer, got {_describe(value)}",
                              f"write {int(value)} (use // for integer division)", name)
-        raise LayerError(f"{name} must be a positive integer, got {_describe(value)}", None, name)
+        hint = f"write a whole number, such as {max(1, int(value))}" if isinstance(value, float) else None
+        raise LayerError(f"{name} must be a positive integer, got {_describe(value)}", hint, name)
     if value <= 0:
-        raise LayerError(f"{name} must be a positive integer, got {value}", None, name)
+        raise LayerError(f"{name} must be a positive integer, got {value}", "counts and sizes start at 1", name)
     return value
 
 

@@ -24,6 +24,7 @@ from .catalogue import (
     LayerDef,
     LayerError,
     Symbol,
+    _describe,
 )
 from .diagnostics import Collector, Diagnostic, SpecError, Span, suggestion
 from .ir import Call, Layer, Model, Program, Train
@@ -55,7 +56,7 @@ def check_text(text: str, filename: str = "<string>") -> Program:
 
 
 def _int_text(shape) -> str:
-    return "[" + ", ".join(str(d) for d in shape) + "]"
+    return _describe(list(shape))
 
 
 class _Checker:
@@ -323,6 +324,7 @@ class _Checker:
     def bind(self, d: LayerDef, call: ast.CallExpr) -> dict | None:
         """Arguments to typed values by the catalogue signature; None on error."""
         given: dict[str, tuple[ast.Argument, Any]] = {}
+        supplied: set[str] = set()  # written, even if its value was wrong (no "needs X" then)
         ok = True
         positional = d.positional
         seen_keyword = False
@@ -331,6 +333,8 @@ class _Checker:
                 if seen_keyword:
                     self.error("a positional argument cannot follow a keyword argument", a.span,
                                "put positional arguments first")
+                    if k < len(positional):  # meant for this one: no "needs" about it as well
+                        supplied.add(positional[k].name)
                     ok = False
                     continue
                 if k >= len(positional):
@@ -350,10 +354,12 @@ class _Checker:
                                hint or f"{d.kind} takes {d.signature()}")
                     ok = False
                     continue
-            if arg.name in given:
-                self.error(f"argument '{arg.name}' is given twice", a.span, d.signature())
+            if arg.name in supplied:
+                self.error(f"argument '{arg.name}' is given twice", a.span,
+                           f"give each argument once; {d.kind} takes {d.signature()}")
                 ok = False
                 continue
+            supplied.add(arg.name)
             try:
                 value = self.eval(a.value, symbolic=arg.type in SYMBOLIC_TYPES)
             except _Fail:
@@ -373,7 +379,8 @@ class _Checker:
             if arg.name in given:
                 values[arg.name] = given[arg.name][1]
             elif arg.required:
-                self.error(f"{d.kind} needs {arg.name}", call.span, f"{d.kind} takes {d.signature()}")
+                if arg.name not in supplied:
+                    self.error(f"{d.kind} needs {arg.name}", call.span, f"{d.kind} takes {d.signature()}")
                 ok = False
             else:
                 default = arg.default
@@ -515,7 +522,7 @@ class _Checker:
     def word(self, s: ast.Setting, allowed: tuple[str, ...], what: str) -> str:
         v = self.eval(s.value, symbolic=True)
         if not isinstance(v, Symbol) or v.name not in allowed:
-            shown = v.name if isinstance(v, Symbol) else str(v)
+            shown = v.name if isinstance(v, Symbol) else _describe(v)
             self.error(f"unknown {what} '{shown}'", s.value.span,
                        suggestion(shown, allowed, what + "es" if what.endswith("s") else what + "s"))
             raise _Fail

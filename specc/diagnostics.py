@@ -67,8 +67,9 @@ class Diagnostic:
                 width = max(1, len(shown.rstrip()) - len(prefix))
             else:
                 width = 1
-            out.append("    " + shown.rstrip())
-            out.append("    " + " " * len(prefix) + "^" + "~" * max(0, width - 1))
+            # The line as written (tabs expanded), as in the language contract's example.
+            out.append(shown.rstrip())
+            out.append(" " * len(prefix) + "^" + "~" * max(0, width - 1))
         if self.hint:
             out.append(f"hint: {self.hint}")
         return "\n".join(out)

@@ -196,7 +196,10 @@ def _expected(expected) -> str:
     if not words:
         return ""
     if len(words) > 6:
-        return "; expected a statement or an expression"
+        # Inside a call or list almost anything may follow; the useful part is
+        # which separator or closing bracket would have been accepted.
+        closers = [w for w in ("','", "')'", "']'") if w in words]
+        return "; expected " + " or ".join(closers) if closers else "; expected a statement or an expression"
     return "; expected " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
 
 
@@ -208,7 +211,9 @@ def _shown(tok: Token) -> str:
     return f"'{tok}'"
 
 
-def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str) -> Diagnostic:
+def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str, original: str | None = None) -> Diagnostic:
+    """`text` is what the parser saw (earlier broken lines blanked, so offsets
+    refer to it); `original` is the file as written, for the end-of-file position."""
     line, col = max(err.line, 1), max(err.column, 1)
     if isinstance(err, UnexpectedCharacters):
         ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
@@ -221,11 +226,17 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str) -> Diagno
         return Diagnostic(f"unexpected character {ch!r}", Span.point(filename, line, col), hint)
 
     if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = text.splitlines() or [""]
+        lines = (original if original is not None else text).splitlines() or [""]
         line = len(lines)
         col = len(lines[-1]) + 1 if lines else 1
         expected = getattr(err, "expected", None) or getattr(err, "accepts", set())
-        hint = "every '{' needs a closing '}', every '(' a ')' and every '[' a ']'"
+        unclosed = _unclosed_bracket(text)
+        if unclosed:
+            opener, open_line = unclosed
+            closer = {"{": "}", "(": ")", "[": "]"}[opener]
+            hint = f"the '{opener}' on line {open_line} is never closed; add a '{closer}'"
+        else:
+            hint = "the last statement is incomplete"
         return Diagnostic("unexpected end of file" + _expected(expected), Span.point(filename, line, col), hint)
 
     tok = err.token
@@ -235,7 +246,9 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str) -> Diagno
     message = f"unexpected {_shown(tok)}" + _expected(expected)
     hint = None
     if "RPAR" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB") and tok.line > _open_line(err):
-        hint = "a '(' on an earlier line is never closed"
+        unclosed = _unclosed_bracket(text[: tok.start_pos]) if tok.start_pos is not None else None
+        where = f"on line {unclosed[1]}" if unclosed and unclosed[0] == "(" else "on an earlier line"
+        hint = f"the '(' {where} is never closed; add a ')'"
     elif "COMMA" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB"):
         hint = "separate arguments and list items with ','"
     elif tok.type == "EQUAL":
@@ -249,6 +262,35 @@ def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str) -> Diagno
     elif tok.type in ("RSQB", "RPAR", "RBRACE"):
         hint = "brackets must be balanced"
     return Diagnostic(message, span, hint)
+
+
+def _unclosed_bracket(text: str) -> tuple[str, int] | None:
+    """The innermost bracket left open at the end of the text, and its line
+    (comments and strings skipped), or None when all are balanced."""
+    stack: list[tuple[str, int]] = []
+    pairs = {")": "(", "]": "[", "}": "{"}
+    line, i, n = 1, 0, len(text)
+    while i < n:
+        c = text[i]
+        if c == "\n":
+            line += 1
+        elif c == "#":
+            i = text.find("\n", i)
+            if i < 0:
+                break
+            continue
+        elif c == '"':  # skip the string; an unterminated one ends at the line's end
+            i += 1
+            while i < n and text[i] not in '"\n':
+                i += 2 if text[i] == "\\" and text[i + 1 : i + 2] not in ("", "\n") else 1
+            if i < n and text[i] == "\n":
+                continue
+        elif c in "([{":
+            stack.append((c, line))
+        elif c in pairs and stack and stack[-1][0] == pairs[c]:
+            stack.pop()
+        i += 1
+    return stack[-1] if stack else None
 
 
 def _open_line(err: UnexpectedToken) -> int:
@@ -271,9 +313,13 @@ def decode(data: bytes, filename: str) -> str:
         text = data.decode("utf-8")
     except UnicodeDecodeError as err:
         line = data.count(b"\n", 0, err.start) + 1
-        col = err.start - (data.rfind(b"\n", 0, err.start) + 1) + 1
+        line_start = data.rfind(b"\n", 0, err.start) + 1
+        # Columns count characters, as everywhere else; the bytes before the bad one are valid.
+        col = len(data[line_start : err.start].decode("utf-8")) + 1
+        shown = data.decode("utf-8", errors="replace").replace("\r\n", "\n").replace("\r", "\n")
         raise SpecError([Diagnostic(f"byte 0x{data[err.start]:02x} is not valid UTF-8",
-                                    Span.point(filename, line, col), "save the file as UTF-8 text")]) from None
+                                    Span.point(filename, line, col), "save the file as UTF-8 text")],
+                        shown) from None
     return text.lstrip("\ufeff")
 
 
@@ -287,7 +333,9 @@ def parse(text: str, filename: str = "<string>") -> ast.File:
             tree = parser().parse(current)
             break
         except UnexpectedInput as err:
-            diag = _syntax_diagnostic(err, text, filename)
+            diag = _syntax_diagnostic(err, current, filename, original=text)
+            if diag in diagnostics:  # blanking a line changed nothing (e.g. at end of file)
+                break
             diagnostics.append(diag)
             if not _blank_line(current, diag.line):
                 break

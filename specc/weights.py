@@ -92,7 +92,10 @@ def check_weights(model: Model, weights: Mapping[str, np.ndarray]) -> None:
 def save_weights(path: str | Path, weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
     from safetensors.numpy import save_file
 
-    arrays = {k: np.ascontiguousarray(v, dtype=np.float32) for k, v in weights.items()}
+    # Floats are stored as float32 (canonical); integer arrays (optimiser step
+    # counts in checkpoints) keep their dtype.
+    arrays = {k: np.ascontiguousarray(v, dtype=np.float32 if np.issubdtype(np.asarray(v).dtype, np.floating) else None)
+              for k, v in weights.items()}
     save_file(arrays, str(path), metadata=dict(metadata or {}))
 
 

@@ -1,0 +1,158 @@
+"""The JAX/Flax backend: IR models lowered to Flax linen (`specc.backends.jax_flax`).
+
+Why linen rather than nnx: the runner's train step is a pure function
+`step(params, batch_stats, opt_state, x, y, rng)` jitted with donated buffers.
+Linen modules are stateless descriptions whose variables are a plain pytree,
+so `module.apply(variables, x, mutable=["batch_stats"], rngs=...)` is already
+that pure function: it jits, donates, `jax.grad`s and shards with nothing in
+between. nnx keeps state inside mutable Python objects; in a functional step it
+needs `nnx.split`/`nnx.merge` (or `nnx.jit` with its graph traversal on every
+call) to get the same pytree back, which adds overhead and a second way of
+holding state without buying specc anything: the IR, not user Python code,
+defines the model. Linen's variables also map one-to-one onto canonical
+weights (see `convert`).
+
+Modules:
+  layers   one `lower_*` function per IR kind in the table `LOWER`, the linen
+           `SpeccModule` that runs them, and the custom LSTM/GRU cells
+  convert  canonical weights <-> Flax variables, exact both ways
+
+Backend API (see specc.backend): `build`, `to_native`, `from_native`, `run`,
+`forward_train`, `gradients`, plus `apply_fn` for the runner. Inputs and
+outputs are channels-first numpy batches; NHWC is an internal detail.
+"""
+
+from __future__ import annotations
+
+import functools
+from typing import Any, Callable, Mapping
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax import lax
+
+from specc import ir
+
+from .convert import from_native, params_to_canonical, to_native
+from .layers import LOWER, SpeccModule, output_activation
+
+__all__ = [
+    "LOWER",
+    "SpeccModule",
+    "apply_fn",
+    "build",
+    "forward_train",
+    "from_native",
+    "gradients",
+    "output_activation",
+    "run",
+    "to_native",
+]
+
+ApplyFn = Callable[[Mapping[str, Any], jax.Array, bool, Any], tuple[jax.Array, dict]]
+
+
+def build(model: ir.Model, *, precision: Any = lax.Precision.HIGHEST, logits: bool = False) -> SpeccModule:
+    """The Flax linen module for `model`. Apply it to the variables from
+    `to_native`: `module.apply(variables, x)` for inference, and
+    `module.apply(variables, x, train=True, mutable=["batch_stats"],
+    rngs={"dropout": key})` for training. `logits=True` leaves off the last
+    layer's softmax/sigmoid (for fused losses)."""
+    return SpeccModule(model, precision=precision, logits=logits)
+
+
+def _uses_dropout(model: ir.Model) -> bool:
+    return any(layer.kind == "Dropout" and layer.attrs["rate"] > 0 for layer in model.layers)
+
+
+def apply_fn(model: ir.Model, *, logits: bool = False, precision: Any = lax.Precision.HIGHEST) -> ApplyFn:
+    """A pure, jit-friendly `(variables, x, train, rng) -> (y, new_batch_stats)`.
+
+    `variables` is the pytree of `to_native` ({"params", "batch_stats"});
+    `train` must be a Python bool (close over it or mark it static); `rng` is a
+    JAX key for dropout, or None when the model has no dropout or `train` is
+    False. In inference mode the batch stats come back unchanged.
+    """
+    module = build(model, precision=precision, logits=logits)
+    needs_rng = _uses_dropout(model)
+
+    def apply(variables, x, train: bool, rng=None):
+        if not train:
+            return module.apply(variables, x, train=False), variables.get("batch_stats", {})
+        if needs_rng and rng is None:
+            raise ValueError(f"model {model.name} has Dropout: a training-mode forward needs an rng key")
+        rngs = {"dropout": rng} if rng is not None else {}
+        y, updates = module.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+        return y, updates.get("batch_stats", {})
+
+    return apply
+
+
+@functools.lru_cache(maxsize=64)
+def _compiled(key: str):
+    """Jitted inference, training and gradient functions for one model (by its
+    JSON), so repeated calls reuse the compiled code instead of retracing."""
+    model = ir.Model.from_json(key)
+    apply = apply_fn(model)
+
+    def infer(variables, x):
+        return apply(variables, x, False, None)[0]
+
+    def train(variables, x, rng):
+        return apply(variables, x, True, rng)
+
+    def mse(params, batch_stats, x, target):
+        y, _ = apply({"params": params, "batch_stats": batch_stats}, x, False, None)
+        return jnp.mean(jnp.square(y - target))
+
+    return jax.jit(infer), jax.jit(train), jax.jit(jax.value_and_grad(mse))
+
+
+def _key(model: ir.Model) -> str:
+    return model.to_json(indent=None)
+
+
+def _batch(model: ir.Model, x) -> np.ndarray:
+    dtype = np.int32 if model.input_dtype == "int32" else np.float32
+    x = np.asarray(x, dtype=dtype)
+    if x.shape[1:] != tuple(model.input_shape):
+        raise ValueError(f"model {model.name} takes a batch of shape [N, {', '.join(map(str, model.input_shape))}], "
+                         f"got {list(x.shape)}")
+    return x
+
+
+def run(model: ir.Model, weights: Mapping[str, np.ndarray], x) -> np.ndarray:
+    """Inference-mode forward pass (dropout off, BatchNorm on moving stats)."""
+    infer, _, _ = _compiled(_key(model))
+    return np.asarray(infer(to_native(model, weights), _batch(model, x)))
+
+
+def forward_train(model: ir.Model, weights: Mapping[str, np.ndarray], x, seed: int = 0):
+    """Training-mode forward: `(y, weights)` where the returned weights are
+    `weights` with BatchNorm moving statistics updated (Keras convention)."""
+    _, train, _ = _compiled(_key(model))
+    variables = to_native(model, weights)
+    y, batch_stats = train(variables, _batch(model, x), jax.random.key(seed))
+    updated = from_native(model, {"params": variables["params"], "batch_stats": batch_stats})
+    return np.asarray(y), updated
+
+
+def gradients(model: ir.Model, weights: Mapping[str, np.ndarray], x, target, loss: str = "mse"):
+    """`(loss value, grads)`: an inference-mode forward, loss "mse" (the mean of
+    squared errors over all elements), and canonical-layout gradients of every
+    trainable weight."""
+    if loss != "mse":
+        raise ValueError(f"gradients supports loss 'mse', got '{loss}'")
+    _, _, grad = _compiled(_key(model))
+    variables = to_native(model, weights)
+    target = np.asarray(target, dtype=np.float32)
+    value, grads = grad(variables["params"], variables["batch_stats"], _batch(model, x), target)
+    return float(value), params_to_canonical(model, grads)
+
+
+def trainer(model: ir.Model, plan, weights, device: str = "cpu"):
+    """The compiled train and eval steps for specc.runner (see `train`)."""
+    from .train import Trainer
+
+    return Trainer(model, plan, weights, device)

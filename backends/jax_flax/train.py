@@ -1,0 +1,269 @@
+"""The JAX trainer: the compiled train and eval steps behind specc.runner.
+
+Everything stays on the device: the whole data split is put there once, each
+epoch's sample order once, and a step gathers its batch with a dynamic slice
+inside the jitted function. Parameters, optimiser state and the metric
+accumulators (loss sum, correct count, samples, first non-finite step) are one
+carry, donated to each step, so the loop never waits for the host; `pull` is
+the only sync. The last, partial batch has its own compiled step, compiled
+ahead of time at the first epoch so it never lands in timed steps.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from jax import lax
+
+from specc import ir
+from specc.backend import BackendError
+from specc.plan import Plan, learning_rate
+
+from . import apply_fn, from_native, to_native
+
+
+def _device(kind: str):
+    platform = "gpu" if kind == "gpu" else "cpu"
+    try:
+        devices = jax.devices(platform)
+    except RuntimeError:
+        devices = []
+    if not devices:
+        raise BackendError(f"no {platform.upper()} is visible to jax (jax sees: "
+                           f"{', '.join(d.platform for d in jax.devices())})")
+    return devices[0]
+
+
+# ---------------------------------------------------------------- optimisers
+
+
+def _adagrad(lr, initial_accumulator: float, eps: float) -> optax.GradientTransformation:
+    """Adagrad as Keras and torch.optim write it: g / (sqrt(acc) + eps), acc from
+    `initial_accumulator` (optax puts eps inside the square root)."""
+
+    def init(params):
+        return (jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator), params), jnp.zeros([], jnp.int32))
+
+    def update(grads, state, params=None):
+        acc, count = state
+        acc = jax.tree.map(lambda a, g: a + g * g, acc, grads)
+        rate = lr(count)
+        updates = jax.tree.map(lambda g, a: -rate * g / (jnp.sqrt(a) + eps), grads, acc)
+        return updates, (acc, count + 1)
+
+    return optax.GradientTransformation(init, update)
+
+
+def make_optimizer(plan: Plan) -> optax.GradientTransformation:
+    """Every hyperparameter from the plan, set explicitly (Keras's defaults)."""
+    a = plan.optimizer.args
+    lr = lambda count: learning_rate(plan, count, jnp)  # noqa: E731 - the one shared formula
+    name = plan.optimizer.name
+    if name == "sgd":
+        return optax.sgd(lr, momentum=a["momentum"] or None, nesterov=bool(a["nesterov"]))
+    if name == "adam":
+        return optax.adam(lr, b1=a["beta1"], b2=a["beta2"], eps=a["epsilon"], eps_root=0.0)
+    if name == "adamw":
+        return optax.adamw(lr, b1=a["beta1"], b2=a["beta2"], eps=a["epsilon"], eps_root=0.0,
+                           weight_decay=a["weight_decay"])
+    if name == "rmsprop":
+        return optax.rmsprop(lr, decay=a["rho"], eps=a["epsilon"], initial_scale=0.0, eps_in_sqrt=False,
+                             centered=False, momentum=a["momentum"] or None)
+    if name == "adagrad":
+        return _adagrad(lr, a["initial_accumulator"], a["epsilon"])
+    raise ValueError(f"unknown optimizer {name}")
+
+
+# ---------------------------------------------------------------- losses and metrics
+
+
+def _per_sample(values: jax.Array) -> jax.Array:
+    return values.reshape(values.shape[0], -1).mean(axis=1)
+
+
+def per_sample_loss(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
+    if plan.loss == "cross_entropy":
+        if plan.logits:
+            return _per_sample(optax.softmax_cross_entropy_with_integer_labels(out, y))
+        logp = jnp.log(jnp.clip(jnp.take_along_axis(out, y[..., None], axis=-1)[..., 0], 1e-7, 1.0))
+        return _per_sample(-logp)
+    if plan.loss == "binary_cross_entropy":
+        if plan.logits:
+            return _per_sample(optax.sigmoid_binary_cross_entropy(out, y))
+        p = jnp.clip(out, 1e-7, 1 - 1e-7)
+        return _per_sample(-(y * jnp.log(p) + (1 - y) * jnp.log(1 - p)))
+    if plan.loss == "mse":
+        return _per_sample(jnp.square(out - y))
+    if plan.loss == "mae":
+        return _per_sample(jnp.abs(out - y))
+    raise ValueError(f"unknown loss {plan.loss}")
+
+
+def correct_count(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
+    kind = plan.accuracy
+    if kind == "categorical":
+        hits = jnp.argmax(out, axis=-1) == y
+    elif kind == "binary":
+        threshold = 0.0 if plan.logits else 0.5
+        hits = _per_sample(((out > threshold) == (y > 0.5)).astype(jnp.float32))
+    elif kind == "onehot":
+        hits = jnp.argmax(out, axis=-1) == jnp.argmax(y, axis=-1)
+    else:
+        return jnp.zeros([], jnp.float32)
+    return jnp.sum(hits.astype(jnp.float32))
+
+
+def _zero_metrics():
+    return {"loss": jnp.zeros([], jnp.float32), "correct": jnp.zeros([], jnp.float32),
+            "samples": jnp.zeros([], jnp.int32), "bad": jnp.full([], -1, jnp.int32),
+            "bad_inf": jnp.zeros([], jnp.bool_)}
+
+
+# ---------------------------------------------------------------- the trainer
+
+
+class Trainer:
+    def __init__(self, model: ir.Model, plan: Plan, weights, device: str = "cpu"):
+        self.model, self.plan = model, plan
+        self.device = _device(device)
+        self.apply = apply_fn(model, logits=plan.logits)
+        self.optimizer = make_optimizer(plan)
+        variables = jax.device_put(to_native(model, weights), self.device)
+        params = variables["params"]
+        self.carry = {
+            "params": params,
+            "batch_stats": variables.get("batch_stats", {}),
+            "opt": jax.device_put(self.optimizer.init(params), self.device),
+            "metrics": jax.device_put(_zero_metrics(), self.device),
+            "step": jax.device_put(jnp.zeros([], jnp.int32), self.device),
+        }
+        self.key = jax.random.key(plan.seed)
+        self.global_step = 0
+        self._train_steps: dict[int, Any] = {}  # batch size -> compiled step
+        self._eval_step = jax.jit(self._eval, static_argnums=(4,), donate_argnums=(0,))
+        self._data = self._order = None
+
+    # -- data
+    def put(self, x: np.ndarray, y: np.ndarray):
+        x_dtype = np.int32 if self.model.input_dtype == "int32" else np.float32
+        y_dtype = np.int32 if self.plan.accuracy == "categorical" else np.float32
+        return (jax.device_put(np.asarray(x, x_dtype), self.device),
+                jax.device_put(np.asarray(y, y_dtype), self.device))
+
+    def begin_epoch(self, data, order: np.ndarray, epoch: int) -> None:
+        self._data = data
+        self._order = jax.device_put(np.asarray(order, np.int32), self.device)
+        n, b = len(order), self.plan.batch
+        self._full = n // b
+        if n % b and (n % b) not in self._train_steps:
+            self._compile(n % b)  # ahead of time: never inside timed steps
+        if self._full and b not in self._train_steps:
+            self._train_steps[b] = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,))
+
+    def _compile(self, size: int) -> None:
+        fn = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,))
+        x, y = self._data
+        self._train_steps[size] = fn.lower(self.carry, x, y, self._order, jnp.int32(0), size).compile()
+
+    # -- the compiled step
+    def _train(self, carry, x_all, y_all, order, start, size: int):
+        idx = lax.dynamic_slice_in_dim(order, start, size)
+        x, y = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
+        rng = jax.random.fold_in(self.key, carry["step"])
+        variables_stats = carry["batch_stats"]
+
+        def loss_fn(params):
+            out, new_stats = self.apply({"params": params, "batch_stats": variables_stats}, x, True, rng)
+            losses = per_sample_loss(self.plan, out, y)
+            return jnp.mean(losses), (out, new_stats)
+
+        (loss, (out, new_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(carry["params"])
+        updates, opt = self.optimizer.update(grads, carry["opt"], carry["params"])
+        params = optax.apply_updates(carry["params"], updates)
+        m = carry["metrics"]
+        finite = jnp.isfinite(loss)
+        first_bad = (m["bad"] < 0) & ~finite
+        metrics = {
+            "loss": m["loss"] + loss * size,
+            "correct": m["correct"] + correct_count(self.plan, out, y),
+            "samples": m["samples"] + size,
+            "bad": jnp.where(first_bad, carry["step"], m["bad"]),
+            "bad_inf": jnp.where(first_bad, jnp.isinf(loss), m["bad_inf"]),
+        }
+        return {"params": params, "batch_stats": new_stats if new_stats else variables_stats, "opt": opt,
+                "metrics": metrics, "step": carry["step"] + 1}
+
+    def step(self, i: int) -> None:
+        b = self.plan.batch
+        size = b if i < self._full else len(self._order) - i * b
+        x, y = self._data
+        start = jnp.int32(i * b)
+        if size == b:
+            self.carry = self._train_steps[b](self.carry, x, y, self._order, start, b)
+        else:  # the ahead-of-time compiled step of the partial batch takes no static size
+            self.carry = self._train_steps[size](self.carry, x, y, self._order, start)
+        self.global_step += 1
+
+    def pull(self) -> dict:
+        m = jax.device_get(self.carry["metrics"])
+        self.carry["metrics"] = jax.device_put(_zero_metrics(), self.device)
+        samples = int(m["samples"])
+        bad = int(m["bad"])
+        return {"loss": float(m["loss"]) / max(samples, 1),
+                "accuracy": float(m["correct"]) / max(samples, 1) if self.plan.accuracy else None,
+                "samples": samples, "bad_step": bad, "bad_value": "inf" if bool(m["bad_inf"]) else "NaN"}
+
+    # -- evaluation
+    def _eval(self, sums, variables, x, y, size: int):
+        out, _ = self.apply(variables, x, False, None)
+        losses = per_sample_loss(self.plan, out, y)
+        return {"loss": sums["loss"] + jnp.sum(losses), "correct": sums["correct"] + correct_count(self.plan, out, y)}
+
+    def evaluate(self, data, batch: int) -> dict:
+        x_all, y_all = data
+        n = x_all.shape[0]
+        variables = {"params": self.carry["params"], "batch_stats": self.carry["batch_stats"]}
+        sums = jax.device_put({"loss": jnp.zeros([], jnp.float32), "correct": jnp.zeros([], jnp.float32)},
+                              self.device)
+        for start in range(0, n, batch):
+            stop = min(start + batch, n)
+            sums = self._eval_step(sums, variables, x_all[start:stop], y_all[start:stop], stop - start)
+        sums = jax.device_get(sums)
+        return {"loss": float(sums["loss"]) / max(n, 1),
+                "accuracy": float(sums["correct"]) / max(n, 1) if self.plan.accuracy else None}
+
+    # -- weights and state
+    def get_weights(self) -> dict[str, np.ndarray]:
+        native = jax.device_get({"params": self.carry["params"], "batch_stats": self.carry["batch_stats"]})
+        return from_native(self.model, native)
+
+    def set_weights(self, weights) -> None:
+        variables = jax.device_put(to_native(self.model, weights), self.device)
+        self.carry["params"] = variables["params"]
+        self.carry["batch_stats"] = variables.get("batch_stats", {})
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        leaves = jax.tree.leaves(jax.device_get(self.carry["opt"]))
+        state = {f"opt/{k:04d}": np.atleast_1d(np.asarray(leaf)) for k, leaf in enumerate(leaves)}
+        state["loop/step"] = np.asarray([self.global_step], np.int64)
+        return state
+
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
+        template, treedef = jax.tree.flatten(self.carry["opt"])
+        if len(template) != sum(1 for k in state if k.startswith("opt/")):
+            raise ValueError("the checkpoint's optimiser state does not fit this optimiser")
+        leaves = [np.asarray(state[f"opt/{k:04d}"], dtype=t.dtype).reshape(t.shape) for k, t in enumerate(template)]
+        self.carry["opt"] = jax.device_put(jax.tree.unflatten(treedef, leaves), self.device)
+        self.global_step = int(state["loop/step"][0])
+        self.carry["step"] = jax.device_put(jnp.asarray(self.global_step, jnp.int32), self.device)
+
+
+def trainer(model: ir.Model, plan: Plan, weights, device: str = "cpu") -> Trainer:
+    return Trainer(model, plan, weights, device)
+
+
+__all__ = ["Trainer", "correct_count", "make_optimizer", "per_sample_loss", "trainer"]

@@ -1,0 +1,111 @@
+"""The runner's commands for the CLI: train, eval, plot.
+
+Kept apart from specc.cli so that check, summary and ir never import the
+runner (and so never a framework).
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+
+
+def add_runner_commands(sub) -> None:
+    t = sub.add_parser("train", help="train a model on its train block's data")
+    t.add_argument("file", metavar="FILE")
+    t.add_argument("--model", help="the model to train (needed when the file trains several)")
+    t.add_argument("--backend", choices=("jax", "torch"), default="jax")
+    t.add_argument("--epochs", type=_positive, help="override the train block's epochs")
+    t.add_argument("--batch", type=_positive, help="override the batch size")
+    t.add_argument("--lr", type=float, help="override the optimiser's learning rate")
+    t.add_argument("--seed", type=int, help="override the seed (initial weights and batch order)")
+    t.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<backend>-<time>/)")
+    t.add_argument("--data-dir", metavar="DIR", help="where to look for data first")
+    t.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    t.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training samples")
+    t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last completed epoch")
+    t.add_argument("--quiet", action="store_true", help="no progress bar or epoch table")
+    t.set_defaults(run=cmd_train)
+
+    e = sub.add_parser("eval", help="test loss and accuracy of saved weights, on either backend")
+    e.add_argument("file", metavar="FILE")
+    e.add_argument("--weights", required=True, metavar="W", help="a weights.safetensors file")
+    e.add_argument("--model")
+    e.add_argument("--backend", choices=("jax", "torch"), default="jax")
+    e.add_argument("--data-dir", metavar="DIR")
+    e.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
+    e.add_argument("--format", choices=("text", "json"), default="text")
+    e.set_defaults(run=cmd_eval)
+
+    p = sub.add_parser("plot", help="overlay the loss and accuracy curves of runs")
+    p.add_argument("runs", nargs="+", metavar="RUN_DIR")
+    p.add_argument("--out", default="curves.png", help="the PNG to write (default curves.png)")
+    p.set_defaults(run=cmd_plot)
+
+
+def _positive(text: str) -> int:
+    import argparse
+
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
+    return value
+
+
+def _user_errors():
+    from .backend import BackendError
+    from .data import DataError
+    from .runner import RunError
+
+    return (BackendError, DataError, RunError)
+
+
+def cmd_train(args) -> int:
+    from .runner import Options, train_model
+
+    opts = Options(backend=args.backend, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
+                   out=args.out, data_dir=args.data_dir, device=args.device, limit=args.limit,
+                   quiet=args.quiet, resume=args.resume)
+    try:
+        run = train_model(args.file, args.model, opts)
+    except _user_errors() as err:
+        print(f"specc: error: {err}", file=sys.stderr)
+        return 1
+    if args.quiet:
+        print(json.dumps(run.result))
+    return 0
+
+
+def cmd_eval(args) -> int:
+    from .runner import evaluate_weights
+
+    try:
+        result = evaluate_weights(args.file, args.model, args.weights, args.backend, args.data_dir, args.device)
+    except (*_user_errors(), FileNotFoundError) as err:
+        print(f"specc: error: {err}", file=sys.stderr)
+        return 1
+    if args.format == "json":
+        print(json.dumps(result))
+    else:
+        acc = result["test_accuracy"]
+        print(f"{result['model']} on {result['backend']}: test loss {result['test_loss']:.4f}"
+              + (f", test accuracy {acc:.4f}" if acc is not None else "") + f" ({result['test_samples']:,} samples)")
+    return 0
+
+
+def cmd_plot(args) -> int:
+    from .plot import plot_runs
+
+    try:
+        out = plot_runs(args.runs, args.out)
+    except FileNotFoundError as err:
+        print(f"specc: error: {err}", file=sys.stderr)
+        return 1
+    except ImportError:
+        print("specc: error: plotting needs matplotlib: pip install 'specc[plot]'", file=sys.stderr)
+        return 1
+    print(f"wrote {out}")
+    return 0

@@ -1,0 +1,91 @@
+"""A training plan: everything a backend needs to compile its train and eval
+steps, resolved from a checked train block. Framework-free.
+
+Both backends read the same plan, so the same spec means the same update: the
+loss and whether it is fused with the final activation, every optimiser
+hyperparameter written out, and one learning-rate formula (`learning_rate`)
+that each backend evaluates per step with its own array module.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+from .check import final_activation
+from .ir import Call, Model, Train
+from .options import FUSED_ACTIVATION
+
+
+@dataclass(frozen=True)
+class Plan:
+    loss: str  # cross_entropy | binary_cross_entropy | mse | mae
+    fused: bool  # train on the logits: the final softmax/sigmoid is left out of the train forward
+    logits: bool  # the (trained) output is a logit: true when fused or when the model ends linear
+    optimizer: Call  # every hyperparameter explicit (options.OPTIMIZERS defaults filled in)
+    schedule: Call
+    batch: int
+    steps_per_epoch: int
+    epochs: int
+    seed: int
+    metrics: tuple[str, ...]
+    accuracy: str | None = None  # categorical | binary | onehot | None (no accuracy for this loss/target)
+
+    @property
+    def total_steps(self) -> int:
+        return self.steps_per_epoch * self.epochs
+
+    @property
+    def lr(self) -> float:
+        return float(self.optimizer.args["lr"])
+
+
+def make_plan(model: Model, train: Train, train_samples: int) -> Plan:
+    final = final_activation(model)
+    fused_with = FUSED_ACTIVATION.get(train.loss)
+    fused = fused_with is not None and final == fused_with
+    logits = fused or (fused_with is not None and final == "linear")
+    return Plan(
+        loss=train.loss,
+        fused=fused,
+        logits=logits,
+        optimizer=train.optimizer,
+        schedule=train.schedule,
+        batch=train.batch,
+        steps_per_epoch=max(1, math.ceil(train_samples / train.batch)),
+        epochs=train.epochs,
+        seed=train.seed,
+        metrics=tuple(train.metrics),
+    )
+
+
+def learning_rate(plan: Plan, step, xp=math):
+    """The learning rate at optimiser step `step` (0-based), per step.
+
+    `xp` is the array module (math, numpy or jax.numpy) so that one formula
+    serves both backends: constant; cosine with linear warm-up decaying to 0
+    over the whole run; step decay by `factor` every `every` steps.
+    """
+    base = plan.lr
+    name, args = plan.schedule.name, plan.schedule.args
+    if name == "constant":
+        return base * (step * 0 + 1.0)
+    if name == "step":
+        return base * plan_factor(args["factor"], xp.floor(step / args["every"]), xp)
+    if name == "cosine":
+        warmup = int(args["warmup"])
+        total = max(plan.total_steps, warmup + 1)
+        if xp is math:
+            if step < warmup:
+                return base * (step + 1) / warmup
+            return base * 0.5 * (1 + math.cos(math.pi * (step - warmup) / (total - warmup)))
+        progress = xp.clip((step - warmup) / (total - warmup), 0.0, 1.0)
+        cosine = base * 0.5 * (1 + xp.cos(math.pi * progress))
+        if warmup == 0:
+            return cosine
+        return xp.where(step < warmup, base * (step + 1) / warmup, cosine)
+    raise ValueError(f"unknown schedule {name}")
+
+
+def plan_factor(factor: float, exponent, xp):
+    return factor**exponent if xp is math else xp.power(factor, exponent)

@@ -1,0 +1,52 @@
+"""curves.png: loss and accuracy per epoch, for one run or several overlaid
+(for example the same spec trained on jax and on torch)."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    path = Path(run_dir) / "metrics.jsonl"
+    if not path.is_file():
+        raise FileNotFoundError(f"{run_dir} is not a run directory (no metrics.jsonl)")
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def _label(run_dir: Path) -> str:
+    result = Path(run_dir) / "result.json"
+    if result.is_file():
+        r = json.loads(result.read_text())
+        return f"{r['model']} ({r['backend']})"
+    return Path(run_dir).name
+
+
+def plot_runs(run_dirs: list[Path], out: Path) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
+    for run_dir in run_dirs:
+        rows = read_metrics(run_dir)
+        epochs = [r["epoch"] for r in rows]
+        label = _label(run_dir)
+        (line,) = ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o", label=f"{label} train")
+        if any("val_loss" in r for r in rows):
+            ax_loss.plot(epochs, [r.get("val_loss") for r in rows], "--", color=line.get_color(), label=f"{label} val")
+        if any("accuracy" in r for r in rows):
+            ax_acc.plot(epochs, [r.get("accuracy") for r in rows], marker="o", color=line.get_color(), label=f"{label} train")
+        if any("val_accuracy" in r for r in rows):
+            ax_acc.plot(epochs, [r.get("val_accuracy") for r in rows], "--", color=line.get_color(), label=f"{label} val")
+    ax_loss.set(title="loss", xlabel="epoch")
+    ax_acc.set(title="accuracy", xlabel="epoch")
+    for ax in (ax_loss, ax_acc):
+        ax.grid(alpha=0.3)
+        if ax.get_legend_handles_labels()[0]:
+            ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
