@@ -28,7 +28,7 @@ from .catalogue import (
 )
 from .diagnostics import Collector, Diagnostic, SpecError, Span, suggestion
 from .ir import Call, Layer, Model, Program, Train
-from .parse import decode, parse
+from .parse import decode, parse, too_deep
 
 MAX_INT = 2**62
 SYMBOLIC_TYPES = ("activation", "padding", "transpose_padding")
@@ -52,7 +52,10 @@ def check_text(text: str, filename: str = "<string>") -> Program:
     if isinstance(text, bytes):
         text = decode(text, filename)
     tree = parse(text, filename)
-    return _Checker(filename, text).program(tree)
+    try:
+        return _Checker(filename, text).program(tree)
+    except RecursionError:  # an expression the parser could nest but evaluating cannot
+        raise SpecError([too_deep(filename)], text) from None
 
 
 def _int_text(shape) -> str:
@@ -135,6 +138,9 @@ class _Checker:
     def eval(self, e: ast.Expr, symbolic: bool = False) -> Any:
         """Evaluate an expression. Bare words become Symbols where `symbolic`
         (activation=relu); elsewhere an unknown name is an error."""
+        if isinstance(e, ast.Number) and not math.isfinite(e.value):  # 1e400 reads as inf
+            self.error("number too large", e.span, "numbers must stay below about 1.8e308")
+            raise _Fail
         if isinstance(e, (ast.Number, ast.String, ast.Bool)):
             return e.value
         if isinstance(e, ast.Name):
@@ -541,7 +547,7 @@ class _Checker:
     def positive_int(self, s: ast.Setting, allow_zero: bool = False) -> int:
         v = self.eval(s.value)
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-            self.error(f"{s.key} must be a {'non-negative' if allow_zero else 'positive'} integer, got {v}",
+            self.error(f"{s.key} must be a {'non-negative' if allow_zero else 'positive'} integer, got {_describe(v)}",
                        s.value.span)
             raise _Fail
         return v

@@ -12,7 +12,7 @@ import functools
 from importlib import resources
 
 from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken
+from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
 
 from . import ast
 from .diagnostics import Diagnostic, SpecError, Span
@@ -341,17 +341,24 @@ def parse(text: str, filename: str = "<string>") -> ast.File:
                 break
             current = _blank_line(current, diag.line)
         except RecursionError:
-            diagnostics.append(Diagnostic("this expression is nested too deeply", Span.point(filename, 1, 1),
-                                          "simplify the expression"))
+            diagnostics.append(too_deep(filename))
             break
     if diagnostics:
         raise SpecError(diagnostics, text)
     try:
         items = _ToAst(filename).transform(tree)
     except RecursionError:
-        raise SpecError([Diagnostic("this expression is nested too deeply", Span.point(filename, 1, 1),
-                                    "simplify the expression")], text) from None
+        raise SpecError([too_deep(filename)], text) from None
+    except VisitError as err:  # lark wraps what a transformer method raises
+        if isinstance(err.orig_exc, RecursionError):
+            raise SpecError([too_deep(filename)], text) from None
+        raise
     return ast.File(tuple(items), filename)
+
+
+def too_deep(filename: str) -> Diagnostic:
+    return Diagnostic("this expression is nested too deeply", Span.point(filename, 1, 1),
+                      "simplify the expression, or split it with `let`")
 
 
 def _blank_line(text: str, line: int | None) -> str | None:

@@ -313,8 +313,9 @@ CASES: dict[str, Model] = {
     "act_layers_vector": seq((6,), ("Softmax", {}), ("GELU", {}), ("LeakyReLU", {}), ("ELU", {}),
                              ("SiLU", {}), ("Tanh", {}), ("Sigmoid", {}), ("ReLU", {})),
 }
-for _act in ("linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "silu"):
-    CASES[f"dense_activation_{_act}"] = seq((6,), ("Dense", {"units": 5, "activation": _act}))
+# every activation name, as Dense's `activation` (one model: compiles dominate the time)
+CASES["dense_every_activation"] = seq((6,), *(("Dense", {"units": 5, "activation": act}) for act in (
+    "linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "silu")))
 
 
 def test_cases_cover_every_layer_kind():
@@ -405,7 +406,7 @@ def test_gradients_match_finite_differences(case):
     rng, eps = np.random.default_rng(4), 1e-6
     for key in sorted(trainable):
         assert grads[key].shape == weights[key].shape and grads[key].dtype == np.float32
-        flat = rng.choice(weights[key].size, size=min(6, weights[key].size), replace=False)
+        flat = rng.choice(weights[key].size, size=min(4, weights[key].size), replace=False)
         for index in flat:
             idx = np.unravel_index(index, weights[key].shape)
             plus, minus = dict(w64), dict(w64)

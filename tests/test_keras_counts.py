@@ -35,6 +35,9 @@ from specc.parse import parse  # noqa: E402
 REPO = Path(__file__).resolve().parent.parent
 SPEC_FILES = sorted((REPO / "specs").glob("*.spec")) + sorted((REPO / "tests" / "specs").glob("*.spec"))
 CF = "channels_first"
+# Random initialisers compile one XLA program per weight shape (seconds each on
+# a CPU); only shapes and counts matter here.
+FAST = {"kernel_initializer": "zeros"}
 
 
 def _leaky_relu_001(x):
@@ -75,16 +78,16 @@ def twin(layer: specc.ir.Layer, padding: str) -> list:
     """The Keras layers equivalent to one IR layer; the last one gives its output."""
     a, kind = layer.attrs, layer.kind
     if kind == "Dense":
-        return [layers.Dense(a["units"], activation=keras_activation(a["activation"]), use_bias=a["bias"])]
+        return [layers.Dense(a["units"], activation=keras_activation(a["activation"]), use_bias=a["bias"], **FAST)]
     if kind == "Conv2D":
         pre = [layers.ZeroPadding2D(a["padding"], data_format=CF)] if padding == "explicit" else []
         return pre + [layers.Conv2D(a["filters"], a["kernel"], strides=a["stride"], dilation_rate=a["dilation"],
                                     padding="same" if padding == "same" else "valid", data_format=CF,
-                                    activation=keras_activation(a["activation"]), use_bias=a["bias"])]
+                                    activation=keras_activation(a["activation"]), use_bias=a["bias"], **FAST)]
     if kind == "ConvTranspose2D":
         return [layers.Conv2DTranspose(a["filters"], a["kernel"], strides=a["stride"], padding=padding,
                                        data_format=CF, activation=keras_activation(a["activation"]),
-                                       use_bias=a["bias"])]
+                                       use_bias=a["bias"], **FAST)]
     if kind in ("MaxPool", "AvgPool"):
         pool = layers.MaxPooling2D if kind == "MaxPool" else layers.AveragePooling2D
         pre = [layers.ZeroPadding2D(a["padding"], data_format=CF)] if padding == "explicit" else []
@@ -97,12 +100,13 @@ def twin(layer: specc.ir.Layer, padding: str) -> list:
         axis = 1 if len(layer.input_shape) == 3 else -1
         return [layers.BatchNormalization(axis=axis, momentum=a["momentum"], epsilon=a["epsilon"])]
     if kind == "LSTM":
-        return [layers.LSTM(a["units"], return_sequences=a["return_sequences"], activation=a["activation"])]
+        return [layers.LSTM(a["units"], return_sequences=a["return_sequences"], activation=a["activation"],
+                            recurrent_initializer="zeros", **FAST)]
     if kind == "GRU":
         return [layers.GRU(a["units"], return_sequences=a["return_sequences"], activation=a["activation"],
-                           reset_after=True)]
+                           reset_after=True, recurrent_initializer="zeros", **FAST)]
     if kind == "Embedding":
-        return [layers.Embedding(a["vocab"], a["dim"])]
+        return [layers.Embedding(a["vocab"], a["dim"], embeddings_initializer="zeros")]
     if kind == "Flatten":
         return [layers.Flatten()]
     if kind == "Reshape":

@@ -1,7 +1,7 @@
 """The PyTorch backend: IR -> torch.nn.Module, canonical weights <-> torch.
 
 The backend module API of specc.backend: build, to_native, from_native, run,
-forward_train, gradients (and, later, trainer). Everything runs in float32;
+forward_train, gradients, trainer. Everything runs in float32;
 inputs and outputs are numpy, channels-first, with a leading batch axis.
 """
 
@@ -19,7 +19,8 @@ from . import convert, layers
 from .convert import from_native as _from_native, to_native as _to_native
 from .layers import LOWER, Net, build_net, module_names
 
-__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gradients", "module_names", "run", "to_native"]
+__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gradients", "module_names", "run", "to_native",
+           "trainer"]
 
 LOSSES = ("mse", "mae")
 
@@ -62,7 +63,7 @@ def _input(model: Model, x) -> torch.Tensor:
 
 
 def _output(y: torch.Tensor) -> np.ndarray:
-    return y.detach().cpu().numpy().astype(np.float32, copy=True)
+    return np.array(y.detach().cpu().numpy(), dtype=np.float32, order="C")  # C order: safetensors writes raw memory
 
 
 def run(model: Model, weights: Mapping[str, np.ndarray], x) -> np.ndarray:
@@ -99,7 +100,8 @@ def gradients(model: Model, weights: Mapping[str, np.ndarray], x, target, loss: 
     net = build(model, weights).eval()
     y = net(_input(model, x))
     value = _loss(y, torch.as_tensor(np.asarray(target, dtype=np.float32)), loss)
-    value.backward()
+    if value.requires_grad:  # a model with no trainable weight has no gradient
+        value.backward()
     grads_native = {name: p.grad if p.grad is not None else torch.zeros_like(p)
                     for name, p in net.named_parameters()}
     trainable = {k for k, w in model.weight_specs().items() if w.trainable}
@@ -108,5 +110,12 @@ def gradients(model: Model, weights: Mapping[str, np.ndarray], x, target, loss: 
 
 
 # ---------------------------------------------------------------- trainer
-# TODO(lead): `trainer(model, plan, weights)` -- the compiled train/eval steps
-# for specc.runner -- is added here by the lead. Deliberately not defined yet.
+
+
+def trainer(model: Model, plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
+    """The compiled train and eval steps of `plan` for specc.runner (a
+    specc.runner.Trainer), starting from canonical `weights`; device "cpu" or
+    "gpu"."""
+    from .train import Trainer
+
+    return Trainer(model, plan, weights, device=device)

@@ -1,0 +1,342 @@
+"""The PyTorch trainer for specc.runner: train and eval steps of one plan.
+
+The runner owns the loop; this object owns the device side of it. A split is
+moved to the device once (`put`), each epoch's sample order once
+(`begin_epoch`), and each step gathers its batch there with index_select. A
+step never waits for the device: its loss and hit count go into per-epoch
+device buffers that `pull` reduces with one transfer, which also finds the
+first step whose loss was not finite.
+
+The train forward runs on logits when the plan fuses the loss with the final
+softmax/sigmoid: that activation is left out of this trainer's network (the
+canonical weights are unaffected), and evaluation uses the same network and
+loss. Dropout draws from a torch.Generator seeded from (seed, epoch), so a run
+resumed at an epoch boundary repeats the uninterrupted run's masks exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specc.backend import BackendError
+from specc.catalogue import ACTIVATION_LAYERS
+from specc.ir import Model
+from specc.plan import Plan, learning_rate
+
+from . import convert
+from .layers import Net, build_net
+from .optim import make_update
+
+EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
+STEPS_KEY = "global_step"
+
+
+def device_of(device: str) -> torch.device:
+    if device == "cpu":
+        return torch.device("cpu")
+    if device in ("gpu", "cuda"):
+        if not torch.cuda.is_available():
+            raise BackendError("no GPU is visible to torch")
+        return torch.device("cuda")
+    raise BackendError(f"unknown device '{device}' for the torch backend; use cpu or gpu")
+
+
+class SeededDropout(nn.Module):
+    """Dropout (Keras's: kept values scaled by 1/(1-rate)) drawing its masks
+    from the trainer's generator instead of torch's global one."""
+
+    def __init__(self, rate: float, generator: torch.Generator):
+        super().__init__()
+        self.rate, self.generator = float(rate), generator
+
+    def forward(self, x):
+        if not self.training or self.rate == 0.0:
+            return x
+        keep = 1.0 - self.rate
+        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
+        return x * mask * (1.0 / keep)
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}, seeded"
+
+
+def _final_index(model: Model) -> int | None:
+    """Index of the layer whose activation is the model's last (as check.final_activation)."""
+    for i in range(len(model.layers) - 1, -1, -1):
+        if model.layers[i].kind not in ("Dropout", "Flatten", "Reshape"):
+            return i
+    return None
+
+
+def _strip_final_activation(net: Net, model: Model) -> None:
+    i = _final_index(model)
+    name = list(net._modules)[i]
+    module = net._modules[name]
+    if model.layers[i].kind in ACTIVATION_LAYERS:
+        net._modules[name] = nn.Identity()
+    elif hasattr(module, "act"):
+        module.act = None
+    else:  # check.final_activation and this function disagree about the model
+        raise AssertionError(f"cannot leave out the final activation of {model.layers[i].name}")
+
+
+def epoch_seed(seed: int, epoch: int) -> int:
+    """The dropout generator's seed for one epoch (independent of the data order's stream)."""
+    state = np.random.SeedSequence([int(seed) % 2**64, int(epoch) % 2**64, 0x5EC0]).generate_state(2, np.uint32)
+    return int(state[0]) << 32 | int(state[1])
+
+
+class Split:
+    """A data split on the device."""
+
+    def __init__(self, x: torch.Tensor, y: torch.Tensor | None):
+        self.x, self.y = x, y
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+
+class Trainer:
+    def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
+        self.model, self.plan = model, plan
+        self.device = device_of(device)
+        net = build_net(model)
+        net.load_state_dict(convert.to_native(model, weights), strict=True)
+        self.generator = torch.Generator(device=self.device)
+        for name, module in list(net._modules.items()):
+            if isinstance(module, nn.Dropout):
+                net._modules[name] = SeededDropout(module.p, self.generator)
+        if plan.fused:
+            _strip_final_activation(net, model)
+        self.net = net.to(self.device).train()
+        self.logits = plan.logits
+        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.update = make_update(plan.optimizer.name, dict(plan.optimizer.args), self.params)
+        self.optimizer = self.update.optimizer
+        self.updates = 0  # optimiser steps applied (Adam's t - 1)
+        self._loss_fn = self._make_loss()
+        self._hits_fn = self._make_hits()
+        # Per-epoch step buffers: loss and hit count of each step, reduced by pull().
+        spe = plan.steps_per_epoch
+        self._losses = torch.zeros(spe, dtype=torch.float32, device=self.device)
+        self._hits = torch.zeros(spe, dtype=torch.float32, device=self.device)
+        self._sizes: torch.Tensor | None = None
+        self._carry = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, hits, bad step + 1
+        self._carry_samples = 0
+        self._data: Split | None = None
+        self._order: torch.Tensor | None = None
+        self._epoch = 0
+        self._first = 0  # first step of the epoch not yet pulled
+        self._next = 0  # next step index of the epoch
+
+    # ------------------------------------------------------------ data
+
+    def put(self, x: np.ndarray, y: np.ndarray | None) -> Split:
+        x = np.asarray(x)
+        if self.model.input_dtype.startswith("int"):
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.int64))
+        else:
+            xt = torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32))
+        yt = None
+        if y is not None:
+            y = np.asarray(y)
+            if self.plan.loss == "cross_entropy":
+                yt = torch.from_numpy(np.ascontiguousarray(y, dtype=np.int64))
+            else:
+                y = np.ascontiguousarray(y, dtype=np.float32)
+                shape = (len(y), *self.model.output_shape)
+                if y.shape != shape and y.size == math.prod(shape):
+                    y = y.reshape(shape)
+                yt = torch.from_numpy(y)
+            yt = yt.to(self.device)
+        return Split(xt.to(self.device), yt)
+
+    def begin_epoch(self, data: Split, order: np.ndarray, epoch: int) -> None:
+        self._fold()  # steps of a previous epoch that were never pulled
+        self._data = data
+        self._order = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.device)
+        self._epoch = epoch
+        self._first = self._next = 0
+        self.generator.manual_seed(epoch_seed(self.plan.seed, epoch))
+        if self._sizes is None or self._sizes_n != len(order):
+            b, n = self.plan.batch, len(order)
+            sizes = [min(b, n - i * b) for i in range(self.plan.steps_per_epoch)]
+            self._sizes = torch.tensor(sizes, dtype=torch.float64, device=self.device)
+            self._sizes_host, self._sizes_n = sizes, n
+
+    # ------------------------------------------------------------ losses and hits
+
+    def _make_loss(self):
+        loss, logits = self.plan.loss, self.logits
+        if loss == "cross_entropy":
+            if logits:
+                def fn(out, y):
+                    return F.cross_entropy(out.reshape(-1, out.shape[-1]), y.reshape(-1))
+            else:
+                def fn(out, y):  # Keras: normalise, clip, -log p[y]
+                    p = (out / out.sum(-1, keepdim=True)).clamp(EPSILON, 1.0 - EPSILON)
+                    return -torch.log(p).gather(-1, y.unsqueeze(-1)).mean()
+        elif loss == "binary_cross_entropy":
+            if logits:
+                fn = F.binary_cross_entropy_with_logits
+            else:
+                def fn(out, y):
+                    p = out.clamp(EPSILON, 1.0 - EPSILON)
+                    return -(y * torch.log(p) + (1.0 - y) * torch.log(1.0 - p)).mean()
+        elif loss == "mse":
+            fn = F.mse_loss
+        elif loss == "mae":
+            fn = F.l1_loss
+        else:
+            raise ValueError(f"the torch backend has no loss '{loss}'")
+        return fn
+
+    def _make_hits(self):
+        """fn(out, y) -> the number of correct samples (a device scalar), or None."""
+        kind = self.plan.accuracy
+        if kind is None:
+            return None
+        threshold = 0.0 if self.logits else 0.5
+
+        def count(h):
+            return h.sum() if h.dim() == 1 else h.float().flatten(1).mean(1).sum()
+
+        if kind == "categorical":
+            return lambda out, y: count(out.argmax(-1) == y)
+        if kind == "binary":
+            return lambda out, y: count((out > threshold) == (y > 0.5))
+        if kind == "onehot":
+            return lambda out, y: count(out.argmax(-1) == y.argmax(-1))
+        raise ValueError(f"unknown accuracy kind '{kind}'")
+
+    # ------------------------------------------------------------ training
+
+    def step(self, i: int) -> None:
+        b = self.plan.batch
+        idx = self._order[i * b:(i + 1) * b]
+        data = self._data
+        xb = data.x.index_select(0, idx)
+        yb = data.y.index_select(0, idx)
+        out = self.net(xb)
+        loss = self._loss_fn(out, yb)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.update.prepare(learning_rate(self.plan, self._epoch * self.plan.steps_per_epoch + i), self.updates + 1)
+        self.optimizer.step()
+        self.updates += 1
+        self._losses[i] = loss.detach()
+        if self._hits_fn is not None:
+            with torch.no_grad():
+                self._hits[i] = self._hits_fn(out, yb)
+        self._next = i + 1
+
+    def _window(self):
+        """(loss sum, hits, first bad global step + 1 or 0) of the unpulled steps, on the device."""
+        a, e = self._first, self._next
+        losses = self._losses[a:e]
+        loss_sum = (losses.double() * self._sizes[a:e]).sum()
+        hits = self._hits[a:e].double().sum()
+        bad = ~torch.isfinite(losses)
+        first = torch.where(bad.any(), bad.int().argmax() + (a + 1 + self._epoch * self.plan.steps_per_epoch),
+                            0)
+        return torch.stack([loss_sum, hits, first.double()]), sum(self._sizes_host[a:e]), losses
+
+    def _fold(self) -> None:
+        if self._data is None or self._next <= self._first:
+            return
+        window, n, _ = self._window()
+        keep_bad = torch.where(self._carry[2] > 0, self._carry[2], window[2])
+        self._carry += window
+        self._carry[2] = keep_bad
+        self._carry_samples += n
+        self._first = self._next
+
+    def pull(self) -> dict:
+        self._fold()
+        values, n = self._carry.tolist(), self._carry_samples  # the one sync
+        bad_index = int(values[2]) - 1
+        bad_value = None
+        if bad_index >= 0:
+            local = bad_index - self._epoch * self.plan.steps_per_epoch
+            v = float(self._losses[local]) if 0 <= local < len(self._losses) else math.nan
+            bad_value = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
+        self._carry = torch.zeros(3, dtype=torch.float64, device=self.device)
+        self._carry_samples = 0
+        samples = max(n, 1)
+        return {
+            "loss": values[0] / samples,
+            "accuracy": values[1] / samples if self._hits_fn is not None else None,
+            "samples": n,
+            "bad_step": bad_index,
+            "bad_value": bad_value,
+        }
+
+    # ------------------------------------------------------------ evaluation
+
+    def evaluate(self, data: Split, batch: int) -> dict:
+        net = self.net
+        net.eval()
+        total = torch.zeros(2, dtype=torch.float64, device=self.device)
+        n = len(data)
+        try:
+            with torch.inference_mode():
+                for s in range(0, n, batch):
+                    xb, yb = data.x[s:s + batch], data.y[s:s + batch]
+                    out = net(xb)
+                    total[0] += self._loss_fn(out, yb).double() * xb.shape[0]
+                    if self._hits_fn is not None:
+                        total[1] += self._hits_fn(out, yb).double()
+                loss, hits = total.tolist()
+        finally:
+            net.train()
+        n = max(n, 1)
+        return {"loss": loss / n, "accuracy": hits / n if self._hits_fn is not None else None}
+
+    # ------------------------------------------------------------ weights and optimiser state
+
+    def get_weights(self) -> dict[str, np.ndarray]:
+        return convert.from_native(self.model, self.net)
+
+    def set_weights(self, weights: Mapping[str, np.ndarray]) -> None:
+        with torch.no_grad():
+            self.net.load_state_dict(convert.to_native(self.model, weights), strict=True)
+
+    def get_optimizer_state(self) -> dict[str, np.ndarray]:
+        """The optimiser's state_dict as flat numpy arrays, "state/<param index>/<name>"
+        (scalars such as step counts as one-element arrays), plus the number of
+        updates applied."""
+        out: dict[str, np.ndarray] = {STEPS_KEY: np.array([self.updates], dtype=np.int64)}
+        for index, slots in self.optimizer.state_dict()["state"].items():
+            for name, value in slots.items():
+                if value is None:
+                    continue
+                if isinstance(value, torch.Tensor):
+                    array = value.detach().cpu().numpy().copy()
+                else:
+                    array = np.array(value)
+                out[f"state/{index}/{name}"] = array.reshape(1) if array.ndim == 0 else array
+        return out
+
+    def set_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
+        slots: dict[int, dict[str, Any]] = {}
+        updates = 0
+        for key, value in state.items():
+            if key == STEPS_KEY:
+                updates = int(np.asarray(value).reshape(()))
+                continue
+            kind, index, name = key.split("/", 2)
+            if kind != "state":
+                raise ValueError(f"unexpected optimiser state entry '{key}'")
+            value = np.array(value, copy=True)
+            if value.shape != tuple(self.params[int(index)].shape) and value.size == 1:
+                value = value.reshape(())  # a scalar slot (a step count), stored with one element
+            slots.setdefault(int(index), {})[name] = torch.from_numpy(value)
+        current = self.optimizer.state_dict()
+        self.optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
+        self.updates = updates

@@ -1,0 +1,141 @@
+"""Property tests: whatever text or bytes come in, the front end returns a
+Program or raises specc.SpecError (with positioned, renderable diagnostics);
+never another exception, never a hang.
+
+Inputs: random bytes, random text built from the language's own alphabet,
+and mutations of the seed specs (character deletions, insertions and swaps,
+duplicated tokens, deleted lines).
+"""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import specc
+from specc.check import check_text
+from specc.ir import Program
+
+REPO = Path(__file__).resolve().parent.parent
+SEEDS = [p.read_text(encoding="utf-8") for p in sorted((REPO / "specs").glob("*.spec"))]
+SEEDS += [p.read_text(encoding="utf-8") for p in sorted((REPO / "tests" / "specs").glob("*.spec"))]
+
+FUZZ = settings(max_examples=150, deadline=2000, suppress_health_check=[HealthCheck.too_slow])
+
+# Characters and words a spec is made of, so random text gets past the lexer often.
+ALPHABET = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789_ \t\n()[]{},;:=+-*/%.#\"'\\@$é\x00\r"
+WORDS = ["model", "train", "let", "input", "int", "block", "residual", "import", "Dense", "Conv2D", "ConvTranspose2D",
+         "MaxPool", "AvgPool", "GlobalAvgPool", "BatchNorm", "LSTM", "GRU", "Embedding", "Flatten", "Reshape",
+         "Dropout", "ReLU", "LeakyReLU", "Softmax", "activation=", "padding=", "same", "valid", "stride=",
+         "kernel=", "return_sequences=", "true", "false", "data", "loss", "optimizer", "mnist", "adam(lr=1e-3)",
+         "cross_entropy", "metrics", "[accuracy]", "batch", "epochs", "seed", "-1", "0", "1", "2", "3", "28", "7",
+         "0.5", "1e9", "**", "//", "(", ")", "[", "]", "{", "}", ",", "\n", ";", " ", "m", "x", ":"]
+TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|//|\*\*|\S")
+
+
+def outcome(source) -> Program | specc.SpecError:
+    """Run the front end; only a Program or a SpecError may come back."""
+    try:
+        result = check_text(source, "fuzz.spec")
+    except specc.SpecError as err:
+        assert err.diagnostics, "a SpecError must carry at least one diagnostic"
+        for d in err.diagnostics:
+            assert isinstance(d.message, str) and d.message
+            if d.span is not None:
+                assert d.file == "fuzz.spec"
+                assert d.line >= 1 and d.column >= 1
+        assert isinstance(str(err), str)  # renders
+        return err
+    assert isinstance(result, Program)
+    # What checks must also report and serialise.
+    assert Program.from_json(result.to_json()) == result
+    for model in result:
+        report = specc.summary(model)
+        assert report.total == sum(layer.params for layer in model.layers)
+        str(report)
+        report.to_dict()
+    return result
+
+
+@FUZZ
+@given(st.binary(max_size=300))
+def test_random_bytes(data):
+    outcome(data)
+
+
+@FUZZ
+@given(st.text(alphabet=ALPHABET, max_size=300))
+def test_random_text(text):
+    outcome(text)
+
+
+@FUZZ
+@given(st.lists(st.sampled_from(WORDS), max_size=80))
+def test_random_token_soup(words):
+    outcome(" ".join(words))
+
+
+@st.composite
+def mutated_seed(draw):
+    text = draw(st.sampled_from(SEEDS))
+    for _ in range(draw(st.integers(1, 4))):
+        op = draw(st.sampled_from(["delete", "insert", "swap", "duplicate_token", "delete_line", "replace_token"]))
+        if op in ("delete", "insert", "swap") and len(text) > 1:
+            i = draw(st.integers(0, len(text) - 2))
+            if op == "delete":
+                text = text[:i] + text[i + 1:]
+            elif op == "insert":
+                text = text[:i] + draw(st.sampled_from(ALPHABET)) + text[i:]
+            else:
+                text = text[:i] + text[i + 1] + text[i] + text[i + 2:]
+        elif op in ("duplicate_token", "replace_token"):
+            tokens = list(TOKEN.finditer(text))
+            if tokens:
+                m = draw(st.sampled_from(tokens))
+                new = m.group() * 2 if op == "duplicate_token" else draw(st.sampled_from(WORDS))
+                text = text[:m.start()] + new + text[m.end():]
+        elif op == "delete_line":
+            lines = text.split("\n")
+            del lines[draw(st.integers(0, len(lines) - 1))]
+            text = "\n".join(lines)
+    return text
+
+
+@FUZZ
+@given(mutated_seed())
+def test_mutated_seed_specs(text):
+    outcome(text)
+
+
+@FUZZ
+@given(mutated_seed())
+def test_mutated_seed_specs_as_bytes(text):
+    outcome(text.encode("utf-8"))
+
+
+@settings(max_examples=40, deadline=None)  # deep recursion is slow but bounded
+@given(st.sampled_from(["(", "[", "-", "+"]), st.integers(1, 3000))
+def test_deep_nesting(opener, depth):
+    closer = {"(": ")", "[": "]"}.get(opener, "")
+    outcome(f"let x = {opener * depth}1{closer * depth}\n")
+
+
+@settings(max_examples=40, deadline=None)  # deep recursion is slow but bounded
+@given(st.sampled_from(["+", "*", "**", "-", "//"]), st.integers(1, 3000))
+def test_long_operator_chains(op, length):
+    outcome("let x = " + op.join(["2"] * length) + "\n")
+
+
+@settings(max_examples=30, deadline=3000)
+@given(st.integers(-3, 10**30), st.integers(-3, 10**30))
+def test_huge_and_odd_numbers_in_layers(a, b):
+    outcome(f"model m {{\n    input [{a}, 4, 4]\n    Conv2D({b}, kernel=3, padding=same)\n    Flatten()\n"
+            f"    Dense({b})\n}}\n")
+
+
+def test_seeds_are_valid():
+    for text in SEEDS:
+        assert isinstance(outcome(text), Program)
