@@ -497,6 +497,7 @@ class _Checker:
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             self.error(f"{key} must be a number", span)
             raise _Fail
+        written = _describe(value)  # as the user wrote it, before int/float conversion
         if isinstance(default, int) or default is REQUIRED:
             if isinstance(value, float) and not value.is_integer():
                 self.error(f"{key} must be an integer", span)
@@ -505,14 +506,15 @@ class _Checker:
         else:
             value = float(value)
         if key == "validation_split" and not 0.0 <= value < 1.0:
-            self.error(f"validation_split must be in [0, 1), got {value}", span, "e.g. validation_split=0.2")
+            self.error(f"validation_split must be in [0, 1), got {written}", span,
+                       "it is the fraction of the training data held out, e.g. validation_split=0.2")
             raise _Fail
         if key in ("lr", "epsilon", "every", "samples", "classes", "test_samples") and value <= 0:
-            self.error(f"{key} must be positive, got {value}", span)
+            self.error(f"{key} must be positive, got {written}", span)
             raise _Fail
         if key in ("momentum", "beta1", "beta2", "rho", "weight_decay", "initial_accumulator", "warmup", "factor",
                    "seed") and value < 0:
-            self.error(f"{key} must not be negative, got {value}", span)
+            self.error(f"{key} must not be negative, got {written}", span)
             raise _Fail
         return value
 
@@ -547,8 +549,8 @@ class _Checker:
     def positive_int(self, s: ast.Setting, allow_zero: bool = False) -> int:
         v = self.eval(s.value)
         if isinstance(v, bool) or not isinstance(v, int) or v < (0 if allow_zero else 1):
-            self.error(f"{s.key} must be a {'non-negative' if allow_zero else 'positive'} integer, got {_describe(v)}",
-                       s.value.span)
+            kind = "non-negative" if allow_zero else "positive"
+            self.error(f"{s.key} must be a {kind} integer, got {_describe(v)}", s.value.span)
             raise _Fail
         return v
 

@@ -275,11 +275,12 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
                     now = time.perf_counter()
                     if m.get("bad_step", -1) >= 0:
                         bad = int(m["bad_step"])
+                        kept = (f"the last good checkpoint (epoch {epoch}) is kept in {run_dir}" if epoch > 0
+                                else "no epoch completed, so there is no checkpoint")
                         raise RunError(
                             f"the loss became {m.get('bad_value', 'NaN')} at epoch {epoch + 1}, step "
                             f"{bad - epoch * plan.steps_per_epoch + 1} (global step {bad + 1}); "
-                            f"stopped. The last good checkpoint is kept in {run_dir}; "
-                            "try a smaller learning rate (--lr)")
+                            f"stopped; {kept}; try a smaller learning rate (--lr)")
                     _accumulate(sums, m)
                     if mark is not None:
                         timed_seconds += now - mark

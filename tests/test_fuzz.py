@@ -39,7 +39,7 @@ TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|//|\*
 def outcome(source) -> Program | specc.SpecError:
     """Run the front end; only a Program or a SpecError may come back."""
     try:
-        result = check_text(source, "fuzz.spec")
+        result = check_text(source, "fuzz.spec") if isinstance(source, bytes) else specc.loads(source, "fuzz.spec")
     except specc.SpecError as err:
         assert err.diagnostics, "a SpecError must carry at least one diagnostic"
         for d in err.diagnostics:

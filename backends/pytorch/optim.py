@@ -158,9 +158,13 @@ class Update:
                 group["eps"] = eps
 
 
-def _fused_ok(params: list[torch.Tensor]) -> bool:
-    # torch's fused Adam/AdamW/SGD kernels exist for CPU and CUDA float tensors.
-    return all(p.device.type in ("cpu", "cuda") and p.is_floating_point() for p in params)
+def _fused(cls, params: list[torch.Tensor], **kwargs) -> Optimizer:
+    """`cls` with torch's fused kernel where this torch has one for these
+    params (CPU since torch 2.4, CUDA), which is the fastest; else its default."""
+    try:
+        return cls(params, fused=True, **kwargs)
+    except (RuntimeError, TypeError, ValueError):
+        return cls(params, **kwargs)
 
 
 def make_update(name: str, args: dict, params: Iterable[torch.Tensor]) -> Update:
@@ -168,19 +172,18 @@ def make_update(name: str, args: dict, params: Iterable[torch.Tensor]) -> Update
     params = list(params)
     a = {k: (float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v) for k, v in args.items()}
     lr = a["lr"]
-    fused = _fused_ok(params) or None  # fastest where available (CPU and CUDA), else torch's default
     if name == "sgd":
         if a["momentum"] == 0.0:
-            return Update(torch.optim.SGD(params, lr=lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
-                                          nesterov=False, maximize=False, fused=fused))
+            return Update(_fused(torch.optim.SGD, params, lr=lr, momentum=0.0, dampening=0.0, weight_decay=0.0,
+                                 nesterov=False, maximize=False))
         return Update(KerasSGD(params, lr=lr, momentum=a["momentum"], nesterov=bool(args["nesterov"])))
     if name in ("adam", "adamw"):
         common = dict(lr=lr, betas=(a["beta1"], a["beta2"]), eps=a["epsilon"], amsgrad=False, maximize=False,
-                      capturable=False, differentiable=False, fused=fused)
+                      capturable=False, differentiable=False)
         if name == "adam":
-            opt = torch.optim.Adam(params, weight_decay=0.0, **common)
+            opt = _fused(torch.optim.Adam, params, weight_decay=0.0, **common)
         else:
-            opt = torch.optim.AdamW(params, weight_decay=a["weight_decay"], **common)
+            opt = _fused(torch.optim.AdamW, params, weight_decay=a["weight_decay"], **common)
         return Update(opt, beta2=a["beta2"], epsilon=a["epsilon"])
     if name == "rmsprop":
         return Update(KerasRMSprop(params, lr=lr, rho=a["rho"], momentum=a["momentum"], epsilon=a["epsilon"]))

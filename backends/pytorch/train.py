@@ -103,6 +103,8 @@ class Split:
 
 
 class Trainer:
+    """specc.runner's Trainer protocol for one model and plan on one device."""
+
     def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
         self.model, self.plan = model, plan
         self.device = device_of(device)
@@ -126,8 +128,10 @@ class Trainer:
         spe = plan.steps_per_epoch
         self._losses = torch.zeros(spe, dtype=torch.float32, device=self.device)
         self._hits = torch.zeros(spe, dtype=torch.float32, device=self.device)
-        self._sizes: torch.Tensor | None = None
-        self._carry = torch.zeros(3, dtype=torch.float64, device=self.device)  # loss sum, hits, bad step + 1
+        self._sizes: torch.Tensor | None = None  # samples in each step of an epoch, on the device
+        self._sizes_host: list[int] = []
+        self._sizes_n = -1  # the epoch length they were made for
+        self._carry = torch.zeros(4, dtype=torch.float64, device=self.device)  # see _window
         self._carry_samples = 0
         self._data: Split | None = None
         self._order: torch.Tensor | None = None
@@ -164,7 +168,7 @@ class Trainer:
         self._epoch = epoch
         self._first = self._next = 0
         self.generator.manual_seed(epoch_seed(self.plan.seed, epoch))
-        if self._sizes is None or self._sizes_n != len(order):
+        if self._sizes_n != len(order):
             b, n = self.plan.batch, len(order)
             sizes = [min(b, n - i * b) for i in range(self.plan.steps_per_epoch)]
             self._sizes = torch.tensor(sizes, dtype=torch.float64, device=self.device)
@@ -236,45 +240,43 @@ class Trainer:
                 self._hits[i] = self._hits_fn(out, yb)
         self._next = i + 1
 
-    def _window(self):
-        """(loss sum, hits, first bad global step + 1 or 0) of the unpulled steps, on the device."""
+    def _window(self) -> tuple[torch.Tensor, int]:
+        """The unpulled steps of this epoch, reduced on the device to
+        [loss sum, hits, first non-finite global step + 1 (0: none), its loss],
+        and their number of samples."""
         a, e = self._first, self._next
         losses = self._losses[a:e]
-        loss_sum = (losses.double() * self._sizes[a:e]).sum()
-        hits = self._hits[a:e].double().sum()
         bad = ~torch.isfinite(losses)
-        first = torch.where(bad.any(), bad.int().argmax() + (a + 1 + self._epoch * self.plan.steps_per_epoch),
-                            0)
-        return torch.stack([loss_sum, hits, first.double()]), sum(self._sizes_host[a:e]), losses
+        first = bad.int().argmax()
+        any_bad = bad.any()
+        step = torch.where(any_bad, first + (a + 1 + self._epoch * self.plan.steps_per_epoch), 0)
+        window = torch.stack([(losses.double() * self._sizes[a:e]).sum(), self._hits[a:e].double().sum(),
+                              step.double(), losses[first].double()])
+        return window, sum(self._sizes_host[a:e])
 
     def _fold(self) -> None:
+        """Add the unpulled steps to the running totals (device only, no sync)."""
         if self._data is None or self._next <= self._first:
             return
-        window, n, _ = self._window()
-        keep_bad = torch.where(self._carry[2] > 0, self._carry[2], window[2])
-        self._carry += window
-        self._carry[2] = keep_bad
+        window, n = self._window()
+        earlier = self._carry[2] > 0  # keep the first bad step of all
+        self._carry = torch.cat([self._carry[:2] + window[:2],
+                                 torch.where(earlier, self._carry[2:], window[2:])])
         self._carry_samples += n
         self._first = self._next
 
     def pull(self) -> dict:
         self._fold()
-        values, n = self._carry.tolist(), self._carry_samples  # the one sync
-        bad_index = int(values[2]) - 1
-        bad_value = None
-        if bad_index >= 0:
-            local = bad_index - self._epoch * self.plan.steps_per_epoch
-            v = float(self._losses[local]) if 0 <= local < len(self._losses) else math.nan
-            bad_value = "nan" if math.isnan(v) else ("inf" if v > 0 else "-inf")
-        self._carry = torch.zeros(3, dtype=torch.float64, device=self.device)
+        (loss_sum, hits, bad, bad_loss), n = self._carry.tolist(), self._carry_samples  # the one sync
+        self._carry = torch.zeros(4, dtype=torch.float64, device=self.device)
         self._carry_samples = 0
         samples = max(n, 1)
         return {
-            "loss": values[0] / samples,
-            "accuracy": values[1] / samples if self._hits_fn is not None else None,
+            "loss": loss_sum / samples,
+            "accuracy": hits / samples if self._hits_fn is not None else None,
             "samples": n,
-            "bad_step": bad_index,
-            "bad_value": bad_value,
+            "bad_step": int(bad) - 1,
+            "bad_value": None if not bad else ("nan" if math.isnan(bad_loss) else "inf" if bad_loss > 0 else "-inf"),
         }
 
     # ------------------------------------------------------------ evaluation
