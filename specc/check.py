@@ -509,7 +509,7 @@ class _Checker:
             self.error(f"validation_split must be in [0, 1), got {written}", span,
                        "it is the fraction of the training data held out, e.g. validation_split=0.2")
             raise _Fail
-        if key in ("lr", "epsilon", "every", "samples", "classes", "test_samples") and value <= 0:
+        if key in ("lr", "epsilon", "every", "samples", "classes", "test_samples", "vocab") and value <= 0:
             self.error(f"{key} must be positive, got {written}", span)
             raise _Fail
         if key in ("momentum", "beta1", "beta2", "rho", "weight_decay", "initial_accumulator", "warmup", "factor",

@@ -15,7 +15,8 @@ Signature = dict[str, object]
 DATASETS: dict[str, Signature] = {
     "mnist": {"validation_split": 0.0},
     "npz": {"path": REQUIRED, "validation_split": 0.0},
-    "synthetic": {"samples": 1000, "classes": 10, "test_samples": 200, "validation_split": 0.0, "seed": 0},
+    "synthetic": {"samples": 1000, "classes": 10, "test_samples": 200, "validation_split": 0.0, "seed": 0,
+                  "vocab": 10},
 }
 
 OPTIMIZERS: dict[str, Signature] = {

@@ -41,41 +41,83 @@ def _device(kind: str):
 # ---------------------------------------------------------------- optimisers
 
 
-def _adagrad(lr, initial_accumulator: float, eps: float) -> optax.GradientTransformation:
-    """Adagrad as Keras and torch.optim write it: g / (sqrt(acc) + eps), acc from
-    `initial_accumulator` (optax puts eps inside the square root)."""
+def make_optimizer(plan: Plan) -> optax.GradientTransformation:
+    """Keras's optimiser updates (keras/src/optimizers, Keras 3), every
+    hyperparameter from the plan, as one optax transformation; the PyTorch
+    backend makes the same updates (backends/pytorch/optim.py). Where Keras
+    differs from optax and torch.optim:
+
+    - sgd with momentum keeps the learning rate inside the velocity:
+      m = momentum*m - lr*g; p += m (nesterov: p += momentum*m - lr*g);
+    - adam adds epsilon to sqrt(v) before the bias correction:
+      p -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps); adamw also
+      p -= lr*wd*p (decoupled);
+    - rmsprop puts epsilon inside the root and lr inside the momentum buffer:
+      inc = lr*g / sqrt(v + eps); with momentum m = momentum*m + inc, p -= m;
+    - adagrad divides by sqrt(acc + eps), acc starting at initial_accumulator.
+
+    The learning rate of update `count` (0-based) is `learning_rate(plan,
+    count)`, the one formula both backends use.
+    """
+    a = {k: v for k, v in plan.optimizer.args.items()}
+    name = plan.optimizer.name
+    if name not in ("sgd", "adam", "adamw", "rmsprop", "adagrad"):
+        raise ValueError(f"unknown optimizer {name}")
+    tmap = jax.tree.map
+    momentum = float(a.get("momentum", 0.0))
 
     def init(params):
-        return (jax.tree.map(lambda p: jnp.full_like(p, initial_accumulator), params), jnp.zeros([], jnp.int32))
+        zeros = lambda: tmap(jnp.zeros_like, params)  # noqa: E731
+        state = {"count": jnp.zeros([], jnp.int32)}
+        if name in ("sgd", "rmsprop") and momentum:
+            state["momentum"] = zeros()
+        if name in ("adam", "adamw"):
+            state["m"], state["v"] = zeros(), zeros()
+        if name == "rmsprop":
+            state["velocity"] = zeros()
+        if name == "adagrad":
+            state["accumulator"] = tmap(lambda p: jnp.full_like(p, a["initial_accumulator"]), params)
+        return state
 
     def update(grads, state, params=None):
-        acc, count = state
-        acc = jax.tree.map(lambda a, g: a + g * g, acc, grads)
-        rate = lr(count)
-        updates = jax.tree.map(lambda g, a: -rate * g / (jnp.sqrt(a) + eps), grads, acc)
-        return updates, (acc, count + 1)
+        count = state["count"]
+        lr = learning_rate(plan, count, jnp)
+        new = {"count": count + 1}
+        if name == "sgd":
+            if momentum:
+                m = tmap(lambda m, g: momentum * m - lr * g, state["momentum"], grads)
+                new["momentum"] = m
+                updates = tmap(lambda m, g: momentum * m - lr * g, m, grads) if a["nesterov"] else m
+            else:
+                updates = tmap(lambda g: -lr * g, grads)
+        elif name in ("adam", "adamw"):
+            b1, b2, eps = a["beta1"], a["beta2"], a["epsilon"]
+            t = (count + 1).astype(jnp.float32)
+            m = tmap(lambda m, g: m + (g - m) * (1 - b1), state["m"], grads)
+            v = tmap(lambda v, g: v + (g * g - v) * (1 - b2), state["v"], grads)
+            new["m"], new["v"] = m, v
+            alpha = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+            updates = tmap(lambda m, v: -alpha * m / (jnp.sqrt(v) + eps), m, v)
+            if name == "adamw":
+                updates = tmap(lambda u, p: u - lr * a["weight_decay"] * p, updates, params)
+        elif name == "rmsprop":
+            rho, eps = a["rho"], a["epsilon"]
+            v = tmap(lambda v, g: rho * v + (1 - rho) * g * g, state["velocity"], grads)
+            new["velocity"] = v
+            inc = tmap(lambda g, v: lr * g / jnp.sqrt(v + eps), grads, v)
+            if momentum:
+                m = tmap(lambda m, i: momentum * m + i, state["momentum"], inc)
+                new["momentum"] = m
+                updates = tmap(lambda m: -m, m)
+            else:
+                updates = tmap(lambda i: -i, inc)
+        else:  # adagrad
+            acc = tmap(lambda acc, g: acc + g * g, state["accumulator"], grads)
+            new["accumulator"] = acc
+            updates = tmap(lambda g, acc: -lr * g / jnp.sqrt(acc + a["epsilon"]), grads, acc)
+        return updates, new
 
     return optax.GradientTransformation(init, update)
-
-
-def make_optimizer(plan: Plan) -> optax.GradientTransformation:
-    """Every hyperparameter from the plan, set explicitly (Keras's defaults)."""
-    a = plan.optimizer.args
-    lr = lambda count: learning_rate(plan, count, jnp)  # noqa: E731 - the one shared formula
-    name = plan.optimizer.name
-    if name == "sgd":
-        return optax.sgd(lr, momentum=a["momentum"] or None, nesterov=bool(a["nesterov"]))
-    if name == "adam":
-        return optax.adam(lr, b1=a["beta1"], b2=a["beta2"], eps=a["epsilon"], eps_root=0.0)
-    if name == "adamw":
-        return optax.adamw(lr, b1=a["beta1"], b2=a["beta2"], eps=a["epsilon"], eps_root=0.0,
-                           weight_decay=a["weight_decay"])
-    if name == "rmsprop":
-        return optax.rmsprop(lr, decay=a["rho"], eps=a["epsilon"], initial_scale=0.0, eps_in_sqrt=False,
-                             centered=False, momentum=a["momentum"] or None)
-    if name == "adagrad":
-        return _adagrad(lr, a["initial_accumulator"], a["epsilon"])
-    raise ValueError(f"unknown optimizer {name}")
 
 
 # ---------------------------------------------------------------- losses and metrics

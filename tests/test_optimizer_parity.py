@@ -1,0 +1,74 @@
+"""The same spec means the same update: both backends' trainers, started from
+the same canonical weights and fed the same batches, hold the same weights
+after several steps, for every optimiser and schedule (Keras's formulas)."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+import specc
+from specc.ir import Call
+from specc.options import OPTIMIZERS
+from specc.plan import make_plan
+
+pytest.importorskip("torch")
+pytest.importorskip("jax")
+
+SPEC = """
+model m {
+    input [1, 6, 6]
+    Conv2D(3, kernel=3, activation=relu)
+    BatchNorm()
+    Flatten()
+    Dense(8, activation=tanh)
+    Dense(3, activation=softmax)
+}
+train m {
+    data = synthetic(samples=64, classes=3)
+    loss = cross_entropy
+    batch = 16
+    epochs = 2
+}
+"""
+
+OPTIMISER_CASES = [
+    ("sgd", {}), ("sgd", {"momentum": 0.9}), ("sgd", {"momentum": 0.9, "nesterov": True}),
+    ("adam", {}), ("adamw", {"weight_decay": 0.1}), ("rmsprop", {}), ("rmsprop", {"momentum": 0.5}),
+    ("adagrad", {}),
+]
+SCHEDULES = [Call("constant", {}), Call("cosine", {"warmup": 2}), Call("step", {"every": 2, "factor": 0.5})]
+
+
+def _train(backend: str, model, plan, weights, x, y, steps: int):
+    from specc.backend import get
+
+    trainer = get(backend).trainer(model, plan, weights)
+    data = trainer.put(x, y)
+    order = np.random.default_rng(3).permutation(len(x))
+    trainer.begin_epoch(data, order, 0)
+    for i in range(steps):
+        trainer.step(i)
+    trainer.pull()
+    return trainer.get_weights()
+
+
+@pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda c: c.name)
+@pytest.mark.parametrize("name,args", OPTIMISER_CASES, ids=lambda v: str(v))
+def test_same_update_on_both_backends(name, args, schedule):
+    program = specc.loads(SPEC)
+    model = program["m"]
+    optimizer = Call(name, {**OPTIMIZERS[name], "lr": 0.05, **args})
+    train = program.trains["m"].replace(optimizer=optimizer, schedule=schedule)
+    plan = make_plan(model, train, 64).__class__(**{**make_plan(model, train, 64).__dict__, "accuracy": "categorical"})
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 1, 6, 6)).astype(np.float32)
+    y = rng.integers(0, 3, size=64).astype(np.int32)
+    weights = specc.init_weights(model, seed=0)
+    on_torch = _train("torch", model, plan, weights, x, y, steps=4)
+    on_jax = _train("jax", model, plan, weights, x, y, steps=4)
+    for key, value in on_torch.items():
+        scale = max(float(np.max(np.abs(value))), 1e-6)
+        np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-5 * scale, err_msg=f"{name} {key}")
+    moved = sum(not np.array_equal(on_torch[k], weights[k]) for k in weights)
+    assert moved == len(weights), "every weight, including the moving statistics, changes in training"
