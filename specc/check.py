@@ -567,19 +567,10 @@ class _Checker:
         return self.positive_int(s, allow_zero=True)
 
     def loss_fits_model(self, loss: str, model: Model, s: ast.Setting) -> None:
-        final = final_activation(model)
+        final = model.final_activation
         fused = options.FUSED_ACTIVATION.get(loss)
         if fused and final not in (fused, "linear"):
             other = {"softmax": "cross_entropy", "sigmoid": "binary_cross_entropy"}.get(final)
             self.error(f"{loss} expects the model to end in {fused} (or linear logits), but '{model.name}' ends in {final}",
                        s.value.span, f"use loss = {other}" if other else f"end the model with activation={fused}")
 
-
-def final_activation(model: Model) -> str:
-    """The activation applied last: a trailing activation layer's or the last
-    Dense/conv layer's `activation=` (ignoring Dropout, Flatten, Reshape)."""
-    for layer in reversed(model.layers):
-        if layer.kind in ("Dropout", "Flatten", "Reshape"):
-            continue
-        return layer.attrs.get("activation", "linear") if layer.kind not in ("LSTM", "GRU") else "linear"
-    return "linear"

@@ -134,6 +134,24 @@ class Model:
     def params(self) -> int:
         return sum(layer.params for layer in self.layers)
 
+    def final_activation_index(self) -> int | None:
+        """The layer whose activation the model applies last: the last one that
+        is not Dropout, Flatten or Reshape (they only move values). Fused losses
+        leave this layer's softmax/sigmoid out of the train forward."""
+        for i in range(len(self.layers) - 1, -1, -1):
+            if self.layers[i].kind not in ("Dropout", "Flatten", "Reshape"):
+                return i
+        return None
+
+    @property
+    def final_activation(self) -> str:
+        """That layer's activation; "linear" where it has none (a recurrent
+        layer's `activation` is its cell's, not applied to the output)."""
+        i = self.final_activation_index()
+        if i is None or self.layers[i].kind in ("LSTM", "GRU"):
+            return "linear"
+        return self.layers[i].attrs.get("activation", "linear")
+
     def weight_specs(self) -> dict[str, Weight]:
         """Canonical key -> Weight, in layer order."""
         return {layer.weight_key(w.name): w for layer in self.layers for w in layer.weights}

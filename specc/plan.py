@@ -12,7 +12,6 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .check import final_activation
 from .ir import Call, Model, Train
 from .options import FUSED_ACTIVATION
 
@@ -41,7 +40,7 @@ class Plan:
 
 
 def make_plan(model: Model, train: Train, train_samples: int) -> Plan:
-    final = final_activation(model)
+    final = model.final_activation
     fused_with = FUSED_ACTIVATION.get(train.loss)
     fused = fused_with is not None and final == fused_with
     logits = fused or (fused_with is not None and final == "linear")

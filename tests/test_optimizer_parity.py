@@ -72,3 +72,34 @@ def test_same_update_on_both_backends(name, args, schedule):
         np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-5 * scale, err_msg=f"{name} {key}")
     moved = sum(not np.array_equal(on_torch[k], weights[k]) for k in weights)
     assert moved == len(weights), "every weight, including the moving statistics, changes in training"
+
+
+def test_fused_loss_strips_the_same_activation_on_both_backends():
+    """The final sigmoid sits before a Reshape: both backends must leave that
+    one out of the train forward (Model.final_activation_index) and agree."""
+    program = specc.loads("""
+model b {
+    input [6]
+    Dense(5, activation=relu)
+    Dense(1, activation=sigmoid)
+    Reshape([1])
+}
+train b {
+    data = synthetic(samples=32, classes=2)
+    loss = binary_cross_entropy
+    optimizer = sgd(lr=0.5)
+    batch = 8
+}
+""")
+    model = program["b"]
+    plan = make_plan(model, program.trains["b"], 32)
+    plan = plan.__class__(**{**plan.__dict__, "accuracy": "binary"})
+    assert plan.fused
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(32, 6)).astype(np.float32)
+    y = rng.integers(0, 2, size=(32, 1)).astype(np.float32)
+    weights = specc.init_weights(model, seed=0)
+    on_torch = _train("torch", model, plan, weights, x, y, steps=4)
+    on_jax = _train("jax", model, plan, weights, x, y, steps=4)
+    for key, value in on_torch.items():
+        np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-6, err_msg=key)

@@ -79,7 +79,7 @@ class Ctx:
     train: bool
     precision: Any
     layout: str = CF
-    strip_activation: bool = False  # set for the last layer when logits are wanted
+    strip_activation: bool = False  # set for Model.final_activation_index() when logits are wanted
 
     def nhwc(self, x: Array) -> Array:
         if x.ndim == 4 and self.layout == CF:
@@ -322,17 +322,11 @@ LOWER: dict[str, Callable[[ir.Layer, Array, Ctx], Array]] = {
 # ---------------------------------------------------------------- the model
 
 
-def _has_logit_activation(layer: ir.Layer) -> bool:
-    return layer.kind in ("Dense", "Conv2D", "ConvTranspose2D", "Softmax", "Sigmoid") and \
-        layer.attrs.get("activation") in LOGIT_ACTIVATIONS
-
-
 def output_activation(model: ir.Model) -> str | None:
-    """"softmax" or "sigmoid" when the model's last layer ends with it (the
-    activation `logits=True` leaves off), else None."""
-    if model.layers and _has_logit_activation(model.layers[-1]):
-        return model.layers[-1].attrs["activation"]
-    return None
+    """"softmax" or "sigmoid" when the model ends with it (the activation
+    `logits=True` leaves off; see Model.final_activation), else None."""
+    final = model.final_activation
+    return final if final in LOGIT_ACTIVATIONS else None
 
 
 class SpeccModule(nn.Module):
@@ -351,8 +345,8 @@ class SpeccModule(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         ctx = Ctx(train=train, precision=self.precision)
-        last = len(self.model.layers) - 1
+        final = self.model.final_activation_index()
         for i, layer in enumerate(self.model.layers):
-            ctx.strip_activation = self.logits and i == last
+            ctx.strip_activation = self.logits and i == final
             x = LOWER[layer.kind](layer, x, ctx)
         return ctx.channels_first(x)

@@ -66,23 +66,15 @@ class SeededDropout(nn.Module):
         return f"rate={self.rate}, seeded"
 
 
-def _final_index(model: Model) -> int | None:
-    """Index of the layer whose activation is the model's last (as check.final_activation)."""
-    for i in range(len(model.layers) - 1, -1, -1):
-        if model.layers[i].kind not in ("Dropout", "Flatten", "Reshape"):
-            return i
-    return None
-
-
 def _strip_final_activation(net: Net, model: Model) -> None:
-    i = _final_index(model)
+    i = model.final_activation_index()
     name = list(net._modules)[i]
     module = net._modules[name]
     if model.layers[i].kind in ACTIVATION_LAYERS:
         net._modules[name] = nn.Identity()
     elif hasattr(module, "act"):
         module.act = None
-    else:  # check.final_activation and this function disagree about the model
+    else:  # Model.final_activation names an activation this layer cannot hold
         raise AssertionError(f"cannot leave out the final activation of {model.layers[i].name}")
 
 
