@@ -349,11 +349,12 @@ class Reshape(nn.Module):
 
 
 class Activation(nn.Module):
-    """A standalone activation layer by name (for the few torch spells differently)."""
+    """An activation layer by name, from ACTIVATIONS; LeakyReLU passes its alpha."""
 
-    def __init__(self, name: str):
+    def __init__(self, name: str, alpha: float | None = None):
         super().__init__()
-        self.name, self.fn = name, _activation(name)
+        self.name = name
+        self.fn = partial(F.leaky_relu, negative_slope=alpha) if alpha is not None else _activation(name)
 
     def forward(self, x):
         return x if self.fn is None else self.fn(x)
@@ -427,36 +428,10 @@ def lower_dropout(layer: Layer) -> nn.Module:
     return nn.Dropout(layer.attrs["rate"])
 
 
-def lower_relu(layer: Layer) -> nn.Module:
-    return nn.ReLU()
-
-
-def lower_sigmoid(layer: Layer) -> nn.Module:
-    return nn.Sigmoid()
-
-
-def lower_tanh(layer: Layer) -> nn.Module:
-    return nn.Tanh()
-
-
-def lower_softmax(layer: Layer) -> nn.Module:
-    return nn.Softmax(dim=-1)
-
-
-def lower_gelu(layer: Layer) -> nn.Module:
-    return nn.GELU()
-
-
-def lower_elu(layer: Layer) -> nn.Module:
-    return nn.ELU()
-
-
-def lower_silu(layer: Layer) -> nn.Module:
-    return nn.SiLU()
-
-
-def lower_leaky_relu(layer: Layer) -> nn.Module:
-    return nn.LeakyReLU(layer.attrs["alpha"])
+def lower_activation(layer: Layer) -> nn.Module:
+    """ReLU, Sigmoid, Tanh, Softmax, GELU, ELU, SiLU, LeakyReLU: the same
+    functions as `activation=` on Dense and convolutions."""
+    return Activation(layer.attrs["activation"], layer.attrs.get("alpha"))
 
 
 LOWER: dict[str, Callable[[Layer], nn.Module]] = {
@@ -473,14 +448,14 @@ LOWER: dict[str, Callable[[Layer], nn.Module]] = {
     "Flatten": lower_flatten,
     "Reshape": lower_reshape,
     "Dropout": lower_dropout,
-    "ReLU": lower_relu,
-    "Sigmoid": lower_sigmoid,
-    "Tanh": lower_tanh,
-    "Softmax": lower_softmax,
-    "GELU": lower_gelu,
-    "ELU": lower_elu,
-    "SiLU": lower_silu,
-    "LeakyReLU": lower_leaky_relu,
+    "ReLU": lower_activation,
+    "Sigmoid": lower_activation,
+    "Tanh": lower_activation,
+    "Softmax": lower_activation,
+    "GELU": lower_activation,
+    "ELU": lower_activation,
+    "SiLU": lower_activation,
+    "LeakyReLU": lower_activation,
 }
 
 
