@@ -39,7 +39,9 @@ class Plan:
         return float(self.optimizer.args["lr"])
 
 
-def make_plan(model: Model, train: Train, train_samples: int) -> Plan:
+def make_plan(model: Model, train: Train, train_samples: int, accuracy: str | None = None) -> Plan:
+    """`accuracy` is how predictions are scored against this data's targets
+    (specc.runner.accuracy_kind); None: no accuracy."""
     final = model.final_activation
     fused_with = FUSED_ACTIVATION.get(train.loss)
     fused = fused_with is not None and final == fused_with
@@ -55,6 +57,7 @@ def make_plan(model: Model, train: Train, train_samples: int) -> Plan:
         epochs=train.epochs,
         seed=train.seed,
         metrics=tuple(train.metrics),
+        accuracy=accuracy,
     )
 
 

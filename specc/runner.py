@@ -27,7 +27,7 @@ import numpy as np
 from . import backend as backends
 from . import data as datasets
 from .ir import Call, Model, Train
-from .plan import Plan, make_plan
+from .plan import make_plan
 from .weights import init_weights, load_weights, save_weights
 
 CHECKPOINT_POINTER = "checkpoint.json"
@@ -228,8 +228,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     y_val = prepare_targets(model, train, dataset.y_val)
     y_test = prepare_targets(model, train, dataset.y_test)
     n_train = len(dataset.x_train)
-    plan = make_plan(model, train, n_train)
-    plan = _with_accuracy(plan, accuracy_kind(model, train, dataset.y_train))
+    plan = make_plan(model, train, n_train, accuracy_kind(model, train, dataset.y_train))
 
     be = backends.get(opts.backend)
     weights = resume_weights if resume_state else init_weights(model, train.seed)
@@ -291,12 +290,12 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
             epoch_seconds = time.perf_counter() - started
             train_seconds += epoch_seconds
             row = {"epoch": epoch + 1, "loss": sums["loss"] / max(sums["samples"], 1)}
-            if plan_has_accuracy(plan):
+            if plan.accuracy is not None:
                 row["accuracy"] = sums["accuracy"] / max(sums["samples"], 1)
             if val_data is not None:
                 val = recipe.evaluate(val_data, plan.batch)
                 row["val_loss"] = val["loss"]
-                if plan_has_accuracy(plan):
+                if plan.accuracy is not None:
                     row["val_accuracy"] = val["accuracy"]
             row["seconds"] = round(epoch_seconds, 3)
             row["samples_per_second"] = round(sums["samples"] / epoch_seconds, 1)
@@ -363,7 +362,7 @@ def evaluate_weights(spec_path: str, model_name: str | None, weights_path: str, 
         raise RunError(str(err)) from None
     dataset = datasets.load_dataset(train.data, model.input_shape, model.input_dtype, data_dir=data_dir)
     y_test = prepare_targets(model, train, dataset.y_test)
-    plan = _with_accuracy(make_plan(model, train, len(dataset.x_train)), accuracy_kind(model, train, dataset.y_test))
+    plan = make_plan(model, train, len(dataset.x_train), accuracy_kind(model, train, dataset.y_test))
     trainer = backends.get(backend).trainer(model, plan, weights, device=device)
     result = trainer.evaluate(trainer.put(dataset.x_test, y_test), batch or train.batch)
     return {"backend": backend, "model": model.name, "test_loss": result["loss"],
@@ -387,16 +386,6 @@ def _pick(program, model_name: str | None, spec_path: str) -> tuple[Model, Train
     if model_name not in program.trains:
         raise RunError(f"model '{model_name}' has no train block in {spec_path}; add `train {model_name} {{ ... }}`")
     return program.models[model_name], program.trains[model_name]
-
-
-def _with_accuracy(plan: Plan, kind: str | None) -> Plan:
-    from dataclasses import replace
-
-    return replace(plan, accuracy=kind)
-
-
-def plan_has_accuracy(plan: Plan) -> bool:
-    return plan.accuracy is not None
 
 
 def _accumulate(sums: dict, m: dict) -> None:

@@ -6,7 +6,6 @@ The network is never touched: the downloader is replaced in every test.
 from __future__ import annotations
 
 import gzip
-import shutil
 import subprocess
 import sys
 from pathlib import Path

@@ -60,7 +60,7 @@ def test_same_update_on_both_backends(name, args, schedule):
     model = program["m"]
     optimizer = Call(name, {**OPTIMIZERS[name], "lr": 0.05, **args})
     train = program.trains["m"].replace(optimizer=optimizer, schedule=schedule)
-    plan = make_plan(model, train, 64).__class__(**{**make_plan(model, train, 64).__dict__, "accuracy": "categorical"})
+    plan = make_plan(model, train, 64, accuracy="categorical")
     rng = np.random.default_rng(0)
     x = rng.normal(size=(64, 1, 6, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=64).astype(np.int32)
@@ -92,8 +92,7 @@ train b {
 }
 """)
     model = program["b"]
-    plan = make_plan(model, program.trains["b"], 32)
-    plan = plan.__class__(**{**plan.__dict__, "accuracy": "binary"})
+    plan = make_plan(model, program.trains["b"], 32, accuracy="binary")
     assert plan.fused
     rng = np.random.default_rng(1)
     x = rng.normal(size=(32, 6)).astype(np.float32)

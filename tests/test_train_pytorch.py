@@ -305,9 +305,7 @@ def test_pull_and_evaluate_agree_with_the_inference_model():
     rng = np.random.default_rng(1)
     x = rng.standard_normal((70, 12)).astype(np.float32)
     y = rng.integers(0, 4, 70)
-    plan = make_plan(model, train, 70)
-    from dataclasses import replace
-    plan = replace(plan, accuracy=accuracy_kind(model, train, y))
+    plan = make_plan(model, train, 70, accuracy_kind(model, train, y))
     assert plan.fused and plan.accuracy == "categorical" and plan.steps_per_epoch == 3
     trainer = P.trainer(model, plan, init_weights(model, 0))
     data = trainer.put(x, prepare_targets(model, train, y))

@@ -15,7 +15,7 @@ import torch
 from specc.ir import Model
 from specc.weights import check_weights, init_weights
 
-from . import convert, layers
+from . import convert
 from .convert import from_native as _from_native, to_native as _to_native
 from .layers import LOWER, Net, build_net, module_names
 
