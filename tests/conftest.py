@@ -24,9 +24,14 @@ A relative `path` is taken relative to tests/golden/.
 from __future__ import annotations
 
 import difflib
+import os
 from pathlib import Path
 
 import pytest
+
+# Keras (a test-only oracle) runs on JAX; without this it looks for TensorFlow
+# and pytest.importorskip("keras") would skip silently.
+os.environ.setdefault("KERAS_BACKEND", "jax")
 
 TESTS_DIR = Path(__file__).resolve().parent
 GOLDEN_DIR = TESTS_DIR / "golden"
