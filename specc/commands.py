@@ -64,13 +64,16 @@ def _user_errors():
 
 
 def cmd_train(args) -> int:
-    from .runner import Options, train_model
+    from .runner import Interrupted, Options, train_model
 
     opts = Options(backend=args.backend, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                    out=args.out, data_dir=args.data_dir, device=args.device, limit=args.limit,
                    quiet=args.quiet, resume=args.resume)
     try:
         run = train_model(args.file, args.model, opts)
+    except Interrupted as err:
+        print(f"specc: {err}", file=sys.stderr)
+        return 130
     except _user_errors() as err:
         print(f"specc: error: {err}", file=sys.stderr)
         return 1

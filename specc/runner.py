@@ -13,6 +13,7 @@ reads them (`pull`) only every `pull_every` steps, for the progress bar.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
 import os
@@ -31,10 +32,15 @@ from .plan import make_plan
 from .weights import init_weights, load_weights, save_weights
 
 CHECKPOINT_POINTER = "checkpoint.json"
+RUN_INFO = "run.json"  # how the run was started, written before its first step
 
 
 class RunError(Exception):
     """A problem the user can fix (bad resume directory, no train block, ...)."""
+
+
+class Interrupted(RunError):
+    """Ctrl-C during training; the message says how to resume."""
 
 
 class Trainer(Protocol):
@@ -162,10 +168,14 @@ def save_checkpoint(run_dir: Path, epoch: int, trainer: Trainer, history: Histor
     return final
 
 
-def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict]:
+def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict] | None:
+    """(state, weights, optimiser state) of the last completed epoch; None when
+    the run stopped before completing one."""
     pointer = run_dir / CHECKPOINT_POINTER
     if not pointer.is_file():
-        raise RunError(f"{run_dir} has no checkpoint to resume from (looked for {pointer})")
+        if (run_dir / RUN_INFO).is_file():
+            return None
+        raise RunError(f"{run_dir} is not a specc run directory: it has neither {CHECKPOINT_POINTER} nor {RUN_INFO}")
     latest = run_dir / json.loads(pointer.read_text())["latest"]
     state = json.loads((latest / "state.json").read_text())
     return state, load_weights(latest / "weights.safetensors"), load_weights(latest / "optimizer.safetensors")
@@ -206,11 +216,18 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
 
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
-    resume_state = None
+    resume_state = restart_note = None
     if opts.resume:
         run_dir = Path(opts.resume)
-        resume_state, resume_weights, resume_opt = load_checkpoint(run_dir)
-        saved = resume_state["run"]
+        checkpoint = load_checkpoint(run_dir)
+        if checkpoint is None:  # killed in its first epoch: start it again, as it was started
+            saved = json.loads((run_dir / RUN_INFO).read_text())
+            restart_note = "no epoch had completed; starting the run again from epoch 1"
+        else:
+            resume_state, resume_weights, resume_opt = checkpoint
+            saved = resume_state["run"]
+        if saved["model"] != model.name:
+            raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}")
         if saved["backend"] != opts.backend:
             raise RunError(f"{run_dir} was trained with --backend {saved['backend']}; resume it with the same backend")
         train = Train.from_dict(saved["train"])
@@ -246,17 +263,22 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     history = History(**resume_state["history"]) if resume_state else History()
     start_epoch = resume_state["epoch"] + 1 if resume_state else 0
     if not resume_state:
+        _write_atomic(run_dir / RUN_INFO, json.dumps(run_info, indent=2))
         (run_dir / "metrics.jsonl").write_text("")
 
     view = _Progress(opts.quiet, model.name, opts.backend, train.epochs, plan.steps_per_epoch)
     view.header(model, plan, dataset, run_dir)
+    if restart_note:
+        view.note(restart_note)
+    elif resume_state:
+        view.note(f"resuming after epoch {start_epoch} of {train.epochs} (the last completed one)")
     pull_every = opts.pull_every or max(1, min(50, plan.steps_per_epoch // 20))
     warmup_steps = min(5, plan.steps_per_epoch)
-    timed_seconds, timed_samples, train_seconds = 0.0, 0, 0.0
+    timed_seconds, timed_samples = 0.0, 0
     stopped_early = False
     best_weights = None
 
-    with view:
+    with view, _interrupt_hint(spec_path, model.name, opts.backend, run_dir):
         for epoch in range(start_epoch, train.epochs):
             order = datasets.batch_order(n_train, plan.batch, train.seed, epoch)
             started = time.perf_counter()
@@ -288,7 +310,6 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
                     rate = timed_samples / timed_seconds if timed_seconds > 0 else 0.0
                     view.step(epoch, i + 1, sums["loss"] / max(sums["samples"], 1), rate)
             epoch_seconds = time.perf_counter() - started
-            train_seconds += epoch_seconds
             row = {"epoch": epoch + 1, "loss": sums["loss"] / max(sums["samples"], 1)}
             if plan.accuracy is not None:
                 row["accuracy"] = sums["accuracy"] / max(sums["samples"], 1)
@@ -336,7 +357,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
         "test_loss": test["loss"],
         "test_accuracy": test.get("accuracy"),
         "train_samples": n_train,
-        "train_seconds": round(train_seconds, 3),
+        "train_seconds": round(sum(row["seconds"] for row in history.rows), 3),  # resumed runs: all epochs
         "train_samples_per_second": round(timed_samples / timed_seconds, 1) if timed_seconds > 0 else None,
         "stopped_early": stopped_early,
         "device": opts.device,
@@ -386,6 +407,15 @@ def _pick(program, model_name: str | None, spec_path: str) -> tuple[Model, Train
     if model_name not in program.trains:
         raise RunError(f"model '{model_name}' has no train block in {spec_path}; add `train {model_name} {{ ... }}`")
     return program.models[model_name], program.trains[model_name]
+
+
+@contextlib.contextmanager
+def _interrupt_hint(spec_path, model: str, backend: str, run_dir: Path):
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(f"interrupted; the last completed epoch is saved in {run_dir}; continue with:\n"
+                          f"  specc train {spec_path} --model {model} --backend {backend} --resume {run_dir}") from None
 
 
 def _accumulate(sums: dict, m: dict) -> None:

@@ -13,7 +13,7 @@ import pytest
 
 import specc
 from specc import data
-from specc.runner import Options, RunError, train_model
+from specc.runner import Interrupted, Options, RunError, train_model
 
 jax = pytest.importorskip("jax")
 
@@ -69,12 +69,29 @@ def test_resume_after_an_interrupted_run_gives_the_same_weights(spec, tmp_path):
         if epoch == 0:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="--resume"):
         train_model(spec, None, Options(backend="jax", quiet=True, out=str(tmp_path / "cut")), on_epoch_end=crash)
     resumed = train_model(spec, None, Options(backend="jax", quiet=True, resume=str(tmp_path / "cut")))
     assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
     for key, value in whole.weights.items():
         np.testing.assert_array_equal(resumed.weights[key], value, err_msg=key)
+
+
+def test_resume_of_a_run_killed_in_its_first_epoch_starts_it_again(spec, tmp_path, monkeypatch):
+    import specc.runner
+
+    def killed(*args, **kwargs):  # the process dies before the first checkpoint is written
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as m:
+        m.setattr(specc.runner, "save_checkpoint", killed)
+        with pytest.raises(Interrupted):
+            train_model(spec, None, Options(backend="jax", quiet=True, out=str(tmp_path / "cut"), limit=400))
+    resumed = train_model(spec, None, Options(backend="jax", quiet=True, resume=str(tmp_path / "cut")))
+    assert [r["epoch"] for r in resumed.history] == [1, 2, 3]
+    assert resumed.result["train_samples"] == 320  # the --limit of the run it continues (400 less validation)
+    with pytest.raises(RunError, match="not a specc run directory"):
+        train_model(spec, None, Options(backend="jax", quiet=True, resume=str(tmp_path)))
 
 
 def test_nan_loss_stops_the_run_naming_epoch_and_step(tmp_path):
