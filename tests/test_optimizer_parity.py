@@ -102,3 +102,49 @@ train b {
     on_jax = _train("jax", model, plan, weights, x, y, steps=4)
     for key, value in on_torch.items():
         np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-6, err_msg=key)
+
+
+def _train_and_pull(backend: str, model, plan, weights, x, y, steps: int):
+    from specc.backend import get
+
+    trainer = get(backend).trainer(model, plan, weights)
+    data = trainer.put(x, y)
+    trainer.begin_epoch(data, np.arange(len(x)), 0)
+    for i in range(steps):
+        trainer.step(i)
+    return trainer.get_weights(), trainer.pull(), trainer.evaluate(data, 8)
+
+
+def test_sequence_outputs_train_and_score_the_same_on_both_backends():
+    """A class per time step: the same updates, and accuracy is the fraction of
+    right predictions per sample on both backends (so it stays within [0, 1])."""
+    program = specc.loads("""
+model s {
+    input [5, 3]
+    LSTM(6, return_sequences=true)
+    Dense(4, activation=softmax)
+}
+train s {
+    data = synthetic(samples=32, classes=4)
+    loss = cross_entropy
+    optimizer = sgd(lr=0.5)
+    batch = 8
+}
+""")
+    model = program["s"]
+    plan = make_plan(model, program.trains["s"], 32, accuracy="categorical")
+    assert plan.fused
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(32, 5, 3)).astype(np.float32)
+    y = rng.integers(0, 4, size=(32, 5)).astype(np.int32)  # one class per time step
+    weights = specc.init_weights(model, seed=0)
+    w_t, m_t, e_t = _train_and_pull("torch", model, plan, weights, x, y, steps=4)
+    w_j, m_j, e_j = _train_and_pull("jax", model, plan, weights, x, y, steps=4)
+    for key, value in w_t.items():
+        np.testing.assert_allclose(w_j[key], value, rtol=2e-5, atol=2e-6, err_msg=key)
+    assert m_j["samples"] == m_t["samples"] == 32
+    assert m_j["loss"] == pytest.approx(m_t["loss"], rel=1e-5)
+    assert m_j["accuracy"] == pytest.approx(m_t["accuracy"], abs=1e-6)
+    assert 0.0 <= m_j["accuracy"] <= 1.0
+    assert e_j["loss"] == pytest.approx(e_t["loss"], rel=1e-5)
+    assert e_j["accuracy"] == pytest.approx(e_t["accuracy"], abs=1e-6)

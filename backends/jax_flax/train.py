@@ -25,6 +25,8 @@ from specc.plan import Plan, learning_rate
 
 from . import apply_fn, from_native, to_native
 
+EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
+
 
 def _device(kind: str):
     platform = "gpu" if kind == "gpu" else "cpu"
@@ -131,12 +133,13 @@ def per_sample_loss(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
     if plan.loss == "cross_entropy":
         if plan.logits:
             return _per_sample(optax.softmax_cross_entropy_with_integer_labels(out, y))
-        logp = jnp.log(jnp.clip(jnp.take_along_axis(out, y[..., None], axis=-1)[..., 0], 1e-7, 1.0))
-        return _per_sample(-logp)
+        # Keras: normalise, clip to [eps, 1 - eps], -log p[y] (as the torch backend does)
+        p = jnp.clip(out / jnp.sum(out, axis=-1, keepdims=True), EPSILON, 1 - EPSILON)
+        return _per_sample(-jnp.log(jnp.take_along_axis(p, y[..., None], axis=-1)[..., 0]))
     if plan.loss == "binary_cross_entropy":
         if plan.logits:
             return _per_sample(optax.sigmoid_binary_cross_entropy(out, y))
-        p = jnp.clip(out, 1e-7, 1 - 1e-7)
+        p = jnp.clip(out, EPSILON, 1 - EPSILON)
         return _per_sample(-(y * jnp.log(p) + (1 - y) * jnp.log(1 - p)))
     if plan.loss == "mse":
         return _per_sample(jnp.square(out - y))
@@ -146,17 +149,18 @@ def per_sample_loss(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
 
 
 def correct_count(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
+    """Correct samples; a sample with several predictions (a sequence) counts
+    the fraction of them that are right, as the torch backend does."""
     kind = plan.accuracy
     if kind == "categorical":
         hits = jnp.argmax(out, axis=-1) == y
     elif kind == "binary":
-        threshold = 0.0 if plan.logits else 0.5
-        hits = _per_sample(((out > threshold) == (y > 0.5)).astype(jnp.float32))
+        hits = (out > (0.0 if plan.logits else 0.5)) == (y > 0.5)
     elif kind == "onehot":
         hits = jnp.argmax(out, axis=-1) == jnp.argmax(y, axis=-1)
     else:
         return jnp.zeros([], jnp.float32)
-    return jnp.sum(hits.astype(jnp.float32))
+    return jnp.sum(_per_sample(hits.astype(jnp.float32)))
 
 
 def _zero_metrics():
