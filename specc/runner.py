@@ -414,7 +414,7 @@ def _interrupt_hint(spec_path, model: str, backend: str, run_dir: Path):
     try:
         yield
     except KeyboardInterrupt:
-        raise Interrupted(f"interrupted; the last completed epoch is saved in {run_dir}; continue with:\n"
+        raise Interrupted(f"interrupted; continue from the last completed epoch (saved in {run_dir}) with:\n"
                           f"  specc train {spec_path} --model {model} --backend {backend} --resume {run_dir}") from None
 
 
