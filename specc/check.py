@@ -333,14 +333,13 @@ class _Checker:
         supplied: set[str] = set()  # written, even if its value was wrong (no "needs X" then)
         ok = True
         positional = d.positional
-        seen_keyword = False
+        seen_keyword = misplaced = False
         for k, a in enumerate(call.args):
             if a.name is None:
                 if seen_keyword:
                     self.error("a positional argument cannot follow a keyword argument", a.span,
                                "put positional arguments first")
-                    if k < len(positional):  # meant for this one: no "needs" about it as well
-                        supplied.add(positional[k].name)
+                    misplaced = True  # which argument it meant is unclear: no "needs ..." as well
                     ok = False
                     continue
                 if k >= len(positional):
@@ -385,7 +384,7 @@ class _Checker:
             if arg.name in given:
                 values[arg.name] = given[arg.name][1]
             elif arg.required:
-                if arg.name not in supplied:
+                if arg.name not in supplied and not misplaced:
                     self.error(f"{d.kind} needs {arg.name}", call.span, f"{d.kind} takes {d.signature()}")
                 ok = False
             else:

@@ -29,6 +29,17 @@ def _freeze(value: Any) -> Any:
     return value
 
 
+class _Immutable:
+    """IR values never change, so a copy is the value itself (copy.deepcopy
+    would otherwise fail on the read-only mappings)."""
+
+    def __copy__(self):
+        return self
+
+    def __deepcopy__(self, memo):
+        return self
+
+
 def _plain(value: Any) -> Any:
     """The JSON-ready form of a frozen value."""
     if isinstance(value, (list, tuple)):
@@ -39,7 +50,7 @@ def _plain(value: Any) -> Any:
 
 
 @dataclass(frozen=True)
-class Weight:
+class Weight(_Immutable):
     """One canonical parameter array of a layer (Keras layout, float32)."""
 
     name: str  # the param part of the key "<layer>/<param>"
@@ -60,7 +71,7 @@ class Weight:
 
 
 @dataclass(frozen=True)
-class Layer:
+class Layer(_Immutable):
     name: str
     kind: str  # catalogue spelling: "Dense", "Conv2D", ...
     attrs: Mapping[str, Any]
@@ -116,7 +127,7 @@ class Layer:
 
 
 @dataclass(frozen=True)
-class Model:
+class Model(_Immutable):
     name: str
     input_shape: Shape
     layers: tuple[Layer, ...]
@@ -188,7 +199,7 @@ class Model:
 
 
 @dataclass(frozen=True)
-class Call:
+class Call(_Immutable):
     """A resolved `name(args)` value of a train block: data, optimizer, schedule."""
 
     name: str
@@ -206,7 +217,7 @@ class Call:
 
 
 @dataclass(frozen=True)
-class Train:
+class Train(_Immutable):
     """A checked train block; every optimiser default is filled in explicitly."""
 
     model: str
@@ -266,7 +277,7 @@ class Train:
 
 
 @dataclass(frozen=True)
-class Program:
+class Program(_Immutable):
     """Everything one spec file defines: models by name, train blocks by model name."""
 
     models: Mapping[str, Model]

@@ -57,6 +57,8 @@ CASES = {
     "duplicate_argument": (3, 15, "argument 'units' is given twice", "give each argument once"),
     "positional_after_keyword": (3, 24, "a positional argument cannot follow a keyword argument",
                                  "put positional arguments first"),
+    "positional_after_keyword_first": (3, 28, "a positional argument cannot follow a keyword argument",
+                                 "put positional arguments first"),
     "float_where_int": (3, 11, "units must be a positive integer, got 12.5", "whole number"),
     "true_division": (3, 11, "units must be an integer, got 392.0", "write 392 (use // for integer division)"),
     # ---------------------------------------------------------------- shapes

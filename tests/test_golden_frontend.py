@@ -95,6 +95,15 @@ def test_ir_json_round_trip(spec):
         assert Train.from_json(train.to_json()) == train
 
 
+def test_ir_values_can_be_copied():
+    import copy
+
+    program = specc.load(SPECS[0])
+    assert copy.deepcopy(program) == program and copy.copy(program) is program
+    for model in program:
+        assert copy.deepcopy({"m": model})["m"] == model
+
+
 def test_ir_attributes_are_plain_json_values():
     def plain(v) -> bool:
         if isinstance(v, (tuple, list)):
