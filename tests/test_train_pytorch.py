@@ -16,7 +16,7 @@ torch = pytest.importorskip("torch")
 import specc  # noqa: E402
 from specc import backend as registry  # noqa: E402
 from specc.plan import learning_rate, make_plan  # noqa: E402
-from specc.runner import Options, RunError, accuracy_kind, prepare_targets, train_model  # noqa: E402
+from specc.runner import Interrupted, Options, RunError, accuracy_kind, prepare_targets, train_model  # noqa: E402
 from specc.weights import init_weights, load_weights  # noqa: E402
 
 P = registry.get("torch")
@@ -93,7 +93,7 @@ def test_resume_is_bit_identical(tmp_path, optimizer, schedule):
         if epoch == 0:
             raise KeyboardInterrupt
 
-    with pytest.raises(KeyboardInterrupt):
+    with pytest.raises(Interrupted, match="--resume"):
         train_model(spec, None, Options(backend="torch", quiet=True, out=str(tmp_path / "cut")), on_epoch_end=stop)
     assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 0
     resumed = train_model(spec, None, Options(backend="torch", quiet=True, resume=str(tmp_path / "cut")))
