@@ -36,7 +36,8 @@ def _device(kind: str):
         devices = []
     if not devices:
         raise BackendError(f"no {platform.upper()} is visible to jax (jax sees: "
-                           f"{', '.join(d.platform for d in jax.devices())})")
+                           f"{', '.join(d.platform for d in jax.devices())}); install jax with GPU support "
+                           f"(pip install 'jax[cuda12]') or use --device cpu")
     return devices[0]
 
 

@@ -42,7 +42,8 @@ def device_of(device: str) -> torch.device:
         return torch.device("cpu")
     if device in ("gpu", "cuda"):
         if not torch.cuda.is_available():
-            raise BackendError("no GPU is visible to torch")
+            raise BackendError(f"no GPU is visible to torch {torch.__version__} (a CPU build, or no CUDA driver); "
+                               "use --device cpu")
         return torch.device("cuda")
     raise BackendError(f"unknown device '{device}' for the torch backend; use cpu or gpu")
 
