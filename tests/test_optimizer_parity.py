@@ -41,6 +41,7 @@ SCHEDULES = [Call("constant", {}), Call("cosine", {"warmup": 2}), Call("step", {
 
 
 def _train(backend: str, model, plan, weights, x, y, steps: int):
+    """(weights, the pulled training metrics, evaluation on the same data) after `steps` steps."""
     from specc.backend import get
 
     trainer = get(backend).trainer(model, plan, weights)
@@ -49,8 +50,7 @@ def _train(backend: str, model, plan, weights, x, y, steps: int):
     trainer.begin_epoch(data, order, 0)
     for i in range(steps):
         trainer.step(i)
-    trainer.pull()
-    return trainer.get_weights()
+    return trainer.get_weights(), trainer.pull(), trainer.evaluate(data, 8)
 
 
 @pytest.mark.parametrize("schedule", SCHEDULES, ids=lambda c: c.name)
@@ -65,8 +65,8 @@ def test_same_update_on_both_backends(name, args, schedule):
     x = rng.normal(size=(64, 1, 6, 6)).astype(np.float32)
     y = rng.integers(0, 3, size=64).astype(np.int32)
     weights = specc.init_weights(model, seed=0)
-    on_torch = _train("torch", model, plan, weights, x, y, steps=4)
-    on_jax = _train("jax", model, plan, weights, x, y, steps=4)
+    on_torch = _train("torch", model, plan, weights, x, y, steps=4)[0]
+    on_jax = _train("jax", model, plan, weights, x, y, steps=4)[0]
     for key, value in on_torch.items():
         scale = max(float(np.max(np.abs(value))), 1e-6)
         np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-5 * scale, err_msg=f"{name} {key}")
@@ -98,21 +98,11 @@ train b {
     x = rng.normal(size=(32, 6)).astype(np.float32)
     y = rng.integers(0, 2, size=(32, 1)).astype(np.float32)
     weights = specc.init_weights(model, seed=0)
-    on_torch = _train("torch", model, plan, weights, x, y, steps=4)
-    on_jax = _train("jax", model, plan, weights, x, y, steps=4)
+    on_torch = _train("torch", model, plan, weights, x, y, steps=4)[0]
+    on_jax = _train("jax", model, plan, weights, x, y, steps=4)[0]
     for key, value in on_torch.items():
         np.testing.assert_allclose(on_jax[key], value, rtol=2e-5, atol=2e-6, err_msg=key)
 
-
-def _train_and_pull(backend: str, model, plan, weights, x, y, steps: int):
-    from specc.backend import get
-
-    trainer = get(backend).trainer(model, plan, weights)
-    data = trainer.put(x, y)
-    trainer.begin_epoch(data, np.arange(len(x)), 0)
-    for i in range(steps):
-        trainer.step(i)
-    return trainer.get_weights(), trainer.pull(), trainer.evaluate(data, 8)
 
 
 def test_sequence_outputs_train_and_score_the_same_on_both_backends():
@@ -138,8 +128,8 @@ train s {
     x = rng.normal(size=(32, 5, 3)).astype(np.float32)
     y = rng.integers(0, 4, size=(32, 5)).astype(np.int32)  # one class per time step
     weights = specc.init_weights(model, seed=0)
-    w_t, m_t, e_t = _train_and_pull("torch", model, plan, weights, x, y, steps=4)
-    w_j, m_j, e_j = _train_and_pull("jax", model, plan, weights, x, y, steps=4)
+    w_t, m_t, e_t = _train("torch", model, plan, weights, x, y, steps=4)
+    w_j, m_j, e_j = _train("jax", model, plan, weights, x, y, steps=4)
     for key, value in w_t.items():
         np.testing.assert_allclose(w_j[key], value, rtol=2e-5, atol=2e-6, err_msg=key)
     assert m_j["samples"] == m_t["samples"] == 32
