@@ -237,7 +237,6 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     else:
         train = apply_overrides(train, opts)
         run_dir = Path(opts.out) if opts.out else default_run_dir(model.name, opts.backend)
-    run_dir.mkdir(parents=True, exist_ok=True)
 
     dataset = datasets.load_dataset(train.data, model.input_shape, model.input_dtype,
                                     data_dir=opts.data_dir, limit=opts.limit)
@@ -257,6 +256,8 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     val_data = trainer.put(dataset.x_val, y_val) if dataset.x_val is not None else None
     test_data = trainer.put(dataset.x_test, y_test)
 
+    # Made only now, so that bad data or a missing device leaves no empty run behind.
+    run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.txt").write_text(Report.of(model).table() + "\n")
     run_info = {"spec": str(spec_path), "model": model.name, "backend": opts.backend, "train": train.to_dict(),
                 "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device}

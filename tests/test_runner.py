@@ -140,9 +140,12 @@ def test_cli_train_bad_data_dir_and_corrupt_idx_are_clear_errors(tmp_path, capsy
     monkeypatch.setattr(data, "_package_mnist_dir", lambda: None)
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     lenet = str(Path(__file__).resolve().parents[1] / "specs" / "lenet.spec")
-    assert main(["train", lenet, "--data-dir", str(tmp_path / "nowhere"), "--quiet", "--limit", "10"]) == 1
+    out = tmp_path / "run"
+    assert main(["train", lenet, "--data-dir", str(tmp_path / "nowhere"), "--quiet", "--limit", "10",
+                 "--out", str(out)]) == 1
     err = capsys.readouterr().err
     assert "nowhere" in err and "Traceback" not in err
+    assert not out.exists(), "a run that never started leaves no directory behind"
 
     bad = tmp_path / "bad"
     bad.mkdir()
