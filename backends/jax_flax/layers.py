@@ -39,6 +39,7 @@ import jax.numpy as jnp
 from jax import lax
 
 from specc import ir
+from specc.catalogue import ACTIVATION_LAYERS
 
 Array = jax.Array
 
@@ -308,14 +309,7 @@ LOWER: dict[str, Callable[[ir.Layer, Array, Ctx], Array]] = {
     "Flatten": lower_flatten,
     "Reshape": lower_reshape,
     "Dropout": lower_dropout,
-    "ReLU": lower_activation,
-    "Sigmoid": lower_activation,
-    "Tanh": lower_activation,
-    "Softmax": lower_activation,
-    "GELU": lower_activation,
-    "ELU": lower_activation,
-    "SiLU": lower_activation,
-    "LeakyReLU": lower_activation,
+    **{kind: lower_activation for kind in ACTIVATION_LAYERS},
 }
 
 

@@ -40,7 +40,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from specc.catalogue import LEAKY_RELU_SLOPE
+from specc.catalogue import ACTIVATION_LAYERS, LEAKY_RELU_SLOPE
 from specc.ir import Layer, Model
 
 
@@ -448,14 +448,7 @@ LOWER: dict[str, Callable[[Layer], nn.Module]] = {
     "Flatten": lower_flatten,
     "Reshape": lower_reshape,
     "Dropout": lower_dropout,
-    "ReLU": lower_activation,
-    "Sigmoid": lower_activation,
-    "Tanh": lower_activation,
-    "Softmax": lower_activation,
-    "GELU": lower_activation,
-    "ELU": lower_activation,
-    "SiLU": lower_activation,
-    "LeakyReLU": lower_activation,
+    **{kind: lower_activation for kind in ACTIVATION_LAYERS},
 }
 
 

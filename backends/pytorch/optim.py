@@ -54,6 +54,16 @@ class _Eager(Optimizer):
                     value = group[init] if init else 0.0
                     self.state[p][name] = torch.full_like(p, value, memory_format=torch.preserve_format)
 
+    @torch.no_grad()
+    def step(self, closure=None):
+        for group in self.param_groups:
+            params, grads = _grads(group)
+            if params:
+                self.update(group, params, grads)
+
+    def update(self, group: dict, params: list[torch.Tensor], grads: list[torch.Tensor]) -> None:
+        raise NotImplementedError
+
 
 class KerasSGD(_Eager):
     """keras.optimizers.SGD with momentum: m = momentum*m - lr*g; p += m
@@ -64,21 +74,16 @@ class KerasSGD(_Eager):
     def __init__(self, params, lr: float, momentum: float, nesterov: bool):
         super().__init__(params, dict(lr=lr, momentum=momentum, nesterov=nesterov))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params, grads = _grads(group)
-            if not params:
-                continue
-            lr, mom = group["lr"], group["momentum"]
-            ms = [self.state[p]["momentum"] for p in params]
-            torch._foreach_mul_(ms, mom)
-            torch._foreach_add_(ms, grads, alpha=-lr)
-            if group["nesterov"]:
-                torch._foreach_add_(params, ms, alpha=mom)
-                torch._foreach_add_(params, grads, alpha=-lr)
-            else:
-                torch._foreach_add_(params, ms)
+    def update(self, group, params, grads) -> None:
+        lr, mom = group["lr"], group["momentum"]
+        ms = [self.state[p]["momentum"] for p in params]
+        torch._foreach_mul_(ms, mom)
+        torch._foreach_add_(ms, grads, alpha=-lr)
+        if group["nesterov"]:
+            torch._foreach_add_(params, ms, alpha=mom)
+            torch._foreach_add_(params, grads, alpha=-lr)
+        else:
+            torch._foreach_add_(params, ms)
 
 
 class KerasRMSprop(_Eager):
@@ -91,27 +96,22 @@ class KerasRMSprop(_Eager):
     def __init__(self, params, lr: float, rho: float, momentum: float, epsilon: float):
         super().__init__(params, dict(lr=lr, rho=rho, momentum=momentum, epsilon=epsilon))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params, grads = _grads(group)
-            if not params:
-                continue
-            lr, rho, mom = group["lr"], group["rho"], group["momentum"]
-            vs = [self.state[p]["velocity"] for p in params]
-            torch._foreach_mul_(vs, rho)
-            torch._foreach_addcmul_(vs, grads, grads, value=1.0 - rho)
-            denom = torch._foreach_add(vs, group["epsilon"])
-            torch._foreach_sqrt_(denom)
-            inc = torch._foreach_mul(grads, lr)
-            torch._foreach_div_(inc, denom)
-            if mom:
-                ms = [self.state[p]["momentum"] for p in params]
-                torch._foreach_mul_(ms, mom)
-                torch._foreach_add_(ms, inc)
-                torch._foreach_sub_(params, ms)
-            else:
-                torch._foreach_sub_(params, inc)
+    def update(self, group, params, grads) -> None:
+        lr, rho, mom = group["lr"], group["rho"], group["momentum"]
+        vs = [self.state[p]["velocity"] for p in params]
+        torch._foreach_mul_(vs, rho)
+        torch._foreach_addcmul_(vs, grads, grads, value=1.0 - rho)
+        denom = torch._foreach_add(vs, group["epsilon"])
+        torch._foreach_sqrt_(denom)
+        inc = torch._foreach_mul(grads, lr)
+        torch._foreach_div_(inc, denom)
+        if mom:
+            ms = [self.state[p]["momentum"] for p in params]
+            torch._foreach_mul_(ms, mom)
+            torch._foreach_add_(ms, inc)
+            torch._foreach_sub_(params, ms)
+        else:
+            torch._foreach_sub_(params, inc)
 
 
 class KerasAdagrad(_Eager):
@@ -122,19 +122,14 @@ class KerasAdagrad(_Eager):
     def __init__(self, params, lr: float, initial_accumulator: float, epsilon: float):
         super().__init__(params, dict(lr=lr, initial_accumulator=initial_accumulator, epsilon=epsilon))
 
-    @torch.no_grad()
-    def step(self, closure=None):
-        for group in self.param_groups:
-            params, grads = _grads(group)
-            if not params:
-                continue
-            accs = [self.state[p]["accumulator"] for p in params]
-            torch._foreach_addcmul_(accs, grads, grads)
-            denom = torch._foreach_add(accs, group["epsilon"])
-            torch._foreach_sqrt_(denom)
-            inc = torch._foreach_mul(grads, group["lr"])
-            torch._foreach_div_(inc, denom)
-            torch._foreach_sub_(params, inc)
+    def update(self, group, params, grads) -> None:
+        accs = [self.state[p]["accumulator"] for p in params]
+        torch._foreach_addcmul_(accs, grads, grads)
+        denom = torch._foreach_add(accs, group["epsilon"])
+        torch._foreach_sqrt_(denom)
+        inc = torch._foreach_mul(grads, group["lr"])
+        torch._foreach_div_(inc, denom)
+        torch._foreach_sub_(params, inc)
 
 
 class Update:
