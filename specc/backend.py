@@ -27,12 +27,14 @@ from __future__ import annotations
 import importlib
 from types import ModuleType
 
+from .errors import UserError
+
 BACKENDS = {"jax": "specc.backends.jax_flax", "torch": "specc.backends.pytorch"}
 EXTRAS = {"jax": "jax", "torch": "torch"}
 FRAMEWORK_MODULES = {"jax": ("jax", "flax", "optax"), "torch": ("torch",)}
 
 
-class BackendError(RuntimeError):
+class BackendError(UserError):
     """A backend that does not exist or whose framework is not installed."""
 
 

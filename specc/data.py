@@ -61,6 +61,8 @@ from typing import Any, Mapping, Sequence
 
 import numpy as np
 
+from .errors import UserError
+
 __all__ = [
     "DataError",
     "Dataset",
@@ -75,7 +77,7 @@ __all__ = [
 ]
 
 
-class DataError(Exception):
+class DataError(UserError):
     """A data set cannot be found or read; the message is meant for the user."""
 
 

@@ -27,6 +27,7 @@ import numpy as np
 
 from . import backend as backends
 from . import data as datasets
+from .errors import UserError
 from .ir import Call, Model, Train
 from .plan import make_plan
 from .weights import init_weights, load_weights, save_weights
@@ -35,7 +36,7 @@ CHECKPOINT_POINTER = "checkpoint.json"
 RUN_INFO = "run.json"  # how the run was started, written before its first step
 
 
-class RunError(Exception):
+class RunError(UserError):
     """A problem the user can fix (bad resume directory, no train block, ...)."""
 
 
