@@ -165,8 +165,16 @@ def _dims(value: Any, name: str) -> tuple[int, ...]:
     return tuple(value)
 
 
+def _axis(value: Any, name: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise LayerError(f"{name} must be an integer, got {_describe(value)}", "axes count from 0, channels first; "
+                         "-1 is the last", name)
+    return value
+
+
 CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "int": _positive_int,
+    "axis": _axis,
     "pair": _pair,
     "float": _float,
     "rate": _rate,
@@ -179,6 +187,7 @@ CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
 
 TYPE_WORDS = {
     "int": "a positive integer",
+    "axis": "an integer axis",
     "pair": "an integer or [h, w]",
     "float": "a number",
     "rate": "a number in [0, 1)",
@@ -385,6 +394,36 @@ def _build_activation(kind: str):
     return build
 
 
+# ---------------------------------------------------------------- merges
+# A merge node's builder gets the shapes of all its inputs, in order.
+
+
+def build_add(a: dict, in_shapes: tuple[Shape, ...], source: str):
+    """Keras's Add: element-wise sum of inputs of one shape."""
+    first = in_shapes[0]
+    for other in in_shapes[1:]:
+        if other != first:
+            raise LayerError(f"Add needs inputs of one shape, got {_shape_str(first)} and {_shape_str(other)}")
+    return {}, first, []
+
+
+def build_concat(a: dict, in_shapes: tuple[Shape, ...], source: str):
+    """Keras's Concatenate along `axis` of the channels-first sample shape
+    (0: channels of [C, H, W], features of [F]; negative counts from the end)."""
+    rank = len(in_shapes[0])
+    axis = a["axis"] + rank if a["axis"] < 0 else a["axis"]
+    if not 0 <= axis < rank:
+        raise LayerError(f"concat axis {a['axis']} is out of range for inputs of shape {_shape_str(in_shapes[0])}",
+                         f"axes of a {rank}-axis sample are 0..{rank - 1} (or -{rank}..-1)", "axis")
+    for other in in_shapes[1:]:
+        rest = lambda s: s[:axis] + s[axis + 1:]  # noqa: E731
+        if len(other) != rank or rest(other) != rest(in_shapes[0]):
+            raise LayerError(f"concat branches must agree on every axis but {axis}: got "
+                             f"{_shape_str(in_shapes[0])} and {_shape_str(other)}")
+    out = in_shapes[0][:axis] + (sum(s[axis] for s in in_shapes),) + in_shapes[0][axis + 1:]
+    return {"axis": axis}, out, []
+
+
 # ---------------------------------------------------------------- multiply-adds
 
 
@@ -414,6 +453,11 @@ def _macs_batch_norm(layer: Layer) -> int:
     return layer.trainable_params
 
 
+def _macs_add(layer: Layer) -> int:
+    # One addition per element for each input after the first.
+    return (len(layer.input_shapes) - 1) * prod(layer.output_shape)
+
+
 def _no_macs(layer: Layer) -> int:
     return 0
 
@@ -428,6 +472,7 @@ class LayerDef:
     args: tuple[Arg, ...]
     build: Callable[[dict, Shape, str], tuple[dict, Shape, list[Weight]]]
     macs: Callable[[Layer], int] = _no_macs
+    merge: bool = False  # takes several inputs; `build` gets a tuple of their shapes
 
     @property
     def positional(self) -> tuple[Arg, ...]:
@@ -493,6 +538,10 @@ for _kind, _snake in (("ReLU", "relu"), ("Sigmoid", "sigmoid"), ("Tanh", "tanh")
 _register(LayerDef("LeakyReLU", "leaky_relu", (Arg("alpha", "float", LEAKY_RELU_SLOPE, positional=True),),
                    _build_activation("LeakyReLU")))
 
+# Merge nodes: made by `residual { }` (Add) and `concat { branch { } }` (Concat).
+_register(LayerDef("Add", "add", (), build_add, _macs_add, merge=True))
+_register(LayerDef("Concat", "concat", (Arg("axis", "axis", 0, positional=True),), build_concat, merge=True))
+
 # Names users bring from Keras and PyTorch, answered with the specc spelling.
 ALIASES = {
     "Linear": "Dense", "Conv2d": "Conv2D", "Convolution2D": "Conv2D", "Conv2DTranspose": "ConvTranspose2D",
@@ -501,6 +550,7 @@ ALIASES = {
     "GlobalAveragePooling2D": "GlobalAvgPool", "AdaptiveAvgPool2d": "GlobalAvgPool",
     "BatchNormalization": "BatchNorm", "BatchNorm2d": "BatchNorm", "BatchNorm1d": "BatchNorm",
     "Relu": "ReLU", "LeakyRelu": "LeakyReLU", "Swish": "SiLU",
+    "Concatenate": "Concat",
 }
 
 
@@ -510,11 +560,13 @@ def macs(layer: Layer) -> int:
     return LAYERS[layer.kind].macs(layer)
 
 
-def make_layer(kind: str, name: str, in_shape: Shape, source: str = "the previous layer outputs",
-               line: int | None = None, **args: Any) -> Layer:
+def make_layer(kind: str, name: str, in_shape, source: str = "the previous layer outputs",
+               line: int | None = None, inputs: tuple[str, ...] = (), **args: Any) -> Layer:
     """Build an IR layer from Python values, filling defaults (for tests and tools).
 
-    Bare words such as padding="same" or activation="relu" are accepted as strings.
+    Bare words such as padding="same" or activation="relu" are accepted as
+    strings. For a merge kind (Add, Concat) `in_shape` is a list of the input
+    shapes, one per name in `inputs`.
     """
     d = LAYERS[kind]
     values = {}
@@ -527,5 +579,6 @@ def make_layer(kind: str, name: str, in_shape: Shape, source: str = "the previou
         values[a.name] = v if (v is None and a.default is None) else CONVERTERS[a.type](v, a.name)
     if args:
         raise LayerError(f"{kind} has no argument {sorted(args)[0]}")
-    attrs, out, weights = d.build(values, tuple(in_shape), source)
-    return Layer(name, kind, attrs, tuple(in_shape), tuple(out), tuple(weights), line)
+    shapes = tuple(tuple(s) for s in in_shape) if d.merge else (tuple(in_shape),)
+    attrs, out, weights = d.build(values, shapes if d.merge else shapes[0], source)
+    return Layer(name, kind, attrs, shapes[0], tuple(out), tuple(weights), line, tuple(inputs), shapes)

@@ -287,7 +287,8 @@ class _Checker:
                 self.error(err.message, self.arg_span(s.call, d, err.arg), err.hint)
                 failed = True
                 continue
-            layers.append(Layer(name, d.kind, attrs, shape, out, tuple(weights), s.span.line))
+            layers.append(Layer(name, d.kind, attrs, shape, out, tuple(weights), s.span.line,
+                                file=s.span.file, column=s.span.column))
             shape, source = out, f"{name} outputs"
         return None if failed else layers
 
@@ -302,6 +303,11 @@ class _Checker:
                 return name
 
     def layer_def(self, call: ast.CallExpr) -> LayerDef | None:
+        if call.name in LAYERS and LAYERS[call.name].merge:
+            form = "residual { ... }" if call.name == "Add" else "concat { branch { ... } branch { ... } }"
+            self.error(f"{call.name} joins branches and is not written as a layer", call.name_span,
+                       f"write {form}")
+            return None
         if call.name in LAYERS:
             return LAYERS[call.name]
         if call.name in ALIASES:

@@ -19,6 +19,12 @@ from typing import Any, Mapping
 
 Shape = tuple[int, ...]
 
+# The name by which graph nodes refer to the model's input ("Connected to"
+# `input`); `input` is a keyword of the language, so no layer can take it.
+INPUT = "input"
+IR_VERSION = 2  # 2: models are DAGs (nodes have inputs, input_shapes and spans)
+MERGE_KINDS = ("Add", "Concat")
+
 
 def _freeze(value: Any) -> Any:
     """JSON lists back to tuples, dicts to read-only mappings (recursively)."""
@@ -72,19 +78,37 @@ class Weight(_Immutable):
 
 @dataclass(frozen=True)
 class Layer(_Immutable):
+    """One node of a model's graph.
+
+    `inputs` names the nodes it reads (`INPUT` for the model input), in order;
+    `input_shapes` holds their shapes, and `input_shape` is the first of them
+    (the only one for every kind but the merges, Add and Concat). `file`,
+    `line` and `column` are where the node was written (imports make the file
+    matter); a node made by a block call points at the call's layer inside
+    the block. A layer built without `inputs` reads the layer before it
+    (`Model` fills that in), so sequential code keeps working.
+    """
+
     name: str
-    kind: str  # catalogue spelling: "Dense", "Conv2D", ...
+    kind: str  # catalogue spelling: "Dense", "Conv2D", ..., "Add", "Concat"
     attrs: Mapping[str, Any]
     input_shape: Shape
     output_shape: Shape
     weights: tuple[Weight, ...] = ()
     line: int | None = None  # where the layer was written, for runtime messages
+    inputs: tuple[str, ...] = ()
+    input_shapes: tuple[Shape, ...] = ()
+    file: str | None = None
+    column: int | None = None
 
     def __post_init__(self):
         object.__setattr__(self, "attrs", _freeze(dict(self.attrs)))
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
         object.__setattr__(self, "output_shape", tuple(self.output_shape))
         object.__setattr__(self, "weights", tuple(self.weights))
+        object.__setattr__(self, "inputs", tuple(self.inputs))
+        shapes = tuple(tuple(s) for s in self.input_shapes) or (self.input_shape,)
+        object.__setattr__(self, "input_shapes", shapes)
 
     @property
     def params(self) -> int:
@@ -99,22 +123,36 @@ class Layer(_Immutable):
     def non_trainable_params(self) -> int:
         return self.params - self.trainable_params
 
+    @property
+    def is_merge(self) -> bool:
+        return self.kind in MERGE_KINDS
+
     def weight_key(self, param: str) -> str:
         return f"{self.name}/{param}"
+
+    def replace(self, **changes) -> "Layer":
+        from dataclasses import replace
+
+        return replace(self, **changes)
 
     def to_dict(self) -> dict:
         return {
             "name": self.name,
             "kind": self.kind,
+            "inputs": list(self.inputs),
             "attrs": _plain(self.attrs),
             "input_shape": list(self.input_shape),
+            "input_shapes": [list(s) for s in self.input_shapes],
             "output_shape": list(self.output_shape),
             "weights": [w.to_dict() for w in self.weights],
+            "file": self.file,
             "line": self.line,
+            "column": self.column,
         }
 
     @classmethod
     def from_dict(cls, d: Mapping) -> "Layer":
+        """Reads version 2 and version 1 (no inputs, shapes or span) alike."""
         return cls(
             name=d["name"],
             kind=d["kind"],
@@ -123,6 +161,10 @@ class Layer(_Immutable):
             output_shape=tuple(d["output_shape"]),
             weights=tuple(Weight.from_dict(w) for w in d["weights"]),
             line=d.get("line"),
+            inputs=tuple(d.get("inputs", ())),
+            input_shapes=tuple(tuple(s) for s in d.get("input_shapes", ())),
+            file=d.get("file"),
+            column=d.get("column"),
         )
 
 
@@ -135,7 +177,21 @@ class Model(_Immutable):
 
     def __post_init__(self):
         object.__setattr__(self, "input_shape", tuple(self.input_shape))
-        object.__setattr__(self, "layers", tuple(self.layers))
+        object.__setattr__(self, "layers", _connect(tuple(self.layers)))
+
+    @property
+    def is_sequential(self) -> bool:
+        """Every node reads only the node before it (a plain stack)."""
+        previous = INPUT
+        for layer in self.layers:
+            if layer.inputs != (previous,):
+                return False
+            previous = layer.name
+        return True
+
+    def consumers(self, name: str) -> tuple[Layer, ...]:
+        """The nodes that read node `name` (or the model input, `INPUT`)."""
+        return tuple(layer for layer in self.layers if name in layer.inputs)
 
     @property
     def output_shape(self) -> Shape:
@@ -146,20 +202,22 @@ class Model(_Immutable):
         return sum(layer.params for layer in self.layers)
 
     def final_activation_index(self) -> int | None:
-        """The layer whose activation the model applies last: the last one that
-        is not Dropout, Flatten or Reshape (they only move values). Fused losses
-        leave this layer's softmax/sigmoid out of the train forward."""
-        for i in range(len(self.layers) - 1, -1, -1):
-            if self.layers[i].kind not in ("Dropout", "Flatten", "Reshape"):
-                return i
-        return None
+        """The layer whose activation the model applies last: walking back from
+        the output node along first inputs, the first one that is not Dropout,
+        Flatten or Reshape (they only move values). Fused losses leave this
+        layer's softmax/sigmoid out of the train forward."""
+        index = {layer.name: i for i, layer in enumerate(self.layers)}
+        i = len(self.layers) - 1
+        while i >= 0 and self.layers[i].kind in ("Dropout", "Flatten", "Reshape"):
+            i = index.get(self.layers[i].inputs[0], -1)
+        return i if i >= 0 else None
 
     @property
     def final_activation(self) -> str:
         """That layer's activation; "linear" where it has none (a recurrent
         layer's `activation` is its cell's, not applied to the output)."""
         i = self.final_activation_index()
-        if i is None or self.layers[i].kind in ("LSTM", "GRU"):
+        if i is None or self.layers[i].kind in ("LSTM", "GRU") or self.layers[i].is_merge:
             return "linear"
         return self.layers[i].attrs.get("activation", "linear")
 
@@ -196,6 +254,24 @@ class Model(_Immutable):
     @classmethod
     def from_json(cls, text: str) -> "Model":
         return cls.from_dict(json.loads(text))
+
+
+def _connect(layers: tuple[Layer, ...]) -> tuple[Layer, ...]:
+    """Fill in sequential inputs where a layer has none (version-1 JSON, code
+    that builds a stack), and check that the order is topological."""
+    seen, previous, out = {INPUT}, INPUT, []
+    for layer in layers:
+        if not layer.inputs:
+            layer = layer.replace(inputs=(previous,))
+        missing = [name for name in layer.inputs if name not in seen]
+        if missing:
+            raise ValueError(f"node {layer.name} reads {missing[0]}, which is not an earlier node of the model")
+        if layer.name in seen:
+            raise ValueError(f"node name {layer.name} is used twice")
+        seen.add(layer.name)
+        previous = layer.name
+        out.append(layer)
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -301,7 +377,7 @@ class Program(_Immutable):
 
     def to_dict(self) -> dict:
         return {
-            "specc_ir": 1,
+            "specc_ir": IR_VERSION,
             "filename": self.filename,
             "constants": _plain(self.constants),
             "models": [m.to_dict() for m in self.models.values()],
