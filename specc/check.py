@@ -248,12 +248,14 @@ class _Checker:
 
     def layers(self, stmts: list[ast.LayerStmt], shape, dtype) -> list[Layer] | None:
         user_names: dict[str, int] = {}
+        duplicated = False
         for s in stmts:
             if s.name is None:
                 continue
             if s.name in user_names:
                 self.error(f"layer name '{s.name}' is already used on line {user_names[s.name]}", s.name_span,
                            "layer names must be unique in a model")
+                duplicated = True
             else:
                 user_names[s.name] = s.span.line
         counters: dict[str, int] = {}
@@ -290,7 +292,7 @@ class _Checker:
             layers.append(Layer(name, d.kind, attrs, shape, out, tuple(weights), s.span.line,
                                 file=s.span.file, column=s.span.column))
             shape, source = out, f"{name} outputs"
-        return None if failed else layers
+        return None if failed or duplicated else layers
 
     @staticmethod
     def auto_name(snake: str, counters: dict[str, int], taken: set[str]) -> str:
