@@ -1,20 +1,27 @@
 """The `specc` command: check, summary, ir, train, eval, plot.
 
-`main(argv) -> int` returns the exit status: 0 clean, 1 when the user's files
-have mistakes (diagnostics on stderr), 2 for a usage error. The front-end
-commands import neither jax nor torch; train, eval and plot import the runner
-only when they run.
+`main(argv) -> int` returns the exit status: 0 clean; 1 when the user's files
+or inputs have mistakes (spec diagnostics, or one `specc: error: ...` line
+and an optional `hint:` line for a run-time `UserError`); 2 for a usage
+error; 130 when interrupted; 3 for a bug in specc (an exception no user input
+should cause), reported in one line that asks for a bug report, with the
+traceback only under SPECC_DEBUG=1. No traceback escapes otherwise. The
+front-end commands import neither jax nor torch; train, eval and plot import
+the runner only when they run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
+from .commands import add_runner_commands
 from .diagnostics import SpecError, suggestion
+from .errors import UserError
 
-EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE = 0, 1, 2
+EXIT_OK, EXIT_DIAGNOSTICS, EXIT_USAGE, EXIT_INTERNAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
 
 
 class _Usage(Exception):
@@ -22,9 +29,8 @@ class _Usage(Exception):
 
 
 class _Parser(argparse.ArgumentParser):
-    def error(self, message):  # argparse exits 2 itself; keep the contract explicit
-        self.print_usage(sys.stderr)
-        print(f"{self.prog}: error: {message}", file=sys.stderr)
+    def error(self, message):  # one error line, like every other error (argparse's usage block is long)
+        print(f"specc: error: {message}\nhint: see '{self.prog} --help'", file=sys.stderr)
         raise SystemExit(EXIT_USAGE)
 
 
@@ -103,16 +109,8 @@ def build_parser() -> argparse.ArgumentParser:
     i.add_argument("--model", help="only this model of the file")
     i.set_defaults(run=cmd_ir)
 
-    _add_runner_commands(sub)
+    add_runner_commands(sub)  # imports nothing heavy: each command imports the runner when it runs
     return p
-
-
-def _add_runner_commands(sub) -> None:
-    try:
-        from .commands import add_runner_commands
-    except ImportError:  # pragma: no cover - the runner ships with the package
-        return
-    add_runner_commands(sub)
 
 
 def _version() -> str:
@@ -140,9 +138,64 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         print("specc: interrupted", file=sys.stderr)
-        return 130
-    except BrokenPipeError:
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:  # `specc ... | head`: the reader left; nothing to report
+        _silence_stdout()
         return EXIT_OK
+    except Exception as err:  # noqa: BLE001 - the one place every error becomes a message
+        return _report(err)
+
+
+def _report(err: Exception) -> int:
+    """Print any other exception as one error line; returns the exit status."""
+    user = _as_user_error(err)
+    if user is not None:
+        print(user.render(), file=sys.stderr)
+        return EXIT_DIAGNOSTICS
+    if os.environ.get("SPECC_DEBUG") == "1":
+        import traceback
+
+        traceback.print_exception(err, file=sys.stderr)
+    detail = str(err).strip().splitlines()
+    print(f"specc: internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else ""), file=sys.stderr)
+    print("hint: this is a bug in specc; please report it with the command you ran "
+          "(set SPECC_DEBUG=1 to see the traceback)", file=sys.stderr)
+    return EXIT_INTERNAL
+
+
+def _as_user_error(err: Exception) -> UserError | None:
+    """The user-fixable form of an exception, or None for a bug in specc.
+    Files that cannot be read or written, and memory the run does not fit,
+    are the user's to fix."""
+    if isinstance(err, UserError):
+        return err
+    if isinstance(err, MemoryError) or _device_out_of_memory(err):
+        return UserError("out of memory" + (f" ({_first_line(err)})" if _first_line(err) else ""),
+                         "use a smaller --batch, or --limit the training samples")
+    if isinstance(err, OSError):
+        where = f"{err.filename}: " if err.filename else ""
+        return UserError(f"{where}{err.strerror or _first_line(err) or type(err).__name__}")
+    return None
+
+
+def _first_line(err: Exception) -> str:
+    lines = str(err).strip().splitlines()
+    return lines[0] if lines else ""
+
+
+def _device_out_of_memory(err: Exception) -> bool:
+    # torch.OutOfMemoryError, jax's RESOURCE_EXHAUSTED: named, not imported (no framework here)
+    text = str(err)
+    return "OutOfMemory" in type(err).__name__ or "RESOURCE_EXHAUSTED" in text or "out of memory" in text.lower()
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so Python's exit-time flush does not complain."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass
 
 
 if __name__ == "__main__":  # pragma: no cover

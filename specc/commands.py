@@ -6,6 +6,7 @@ runner (and so never a framework).
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 
@@ -15,14 +16,14 @@ def add_runner_commands(sub) -> None:
     t.add_argument("file", metavar="FILE")
     t.add_argument("--model", help="the model to train (needed when the file trains several)")
     t.add_argument("--backend", choices=("jax", "torch"), default="jax")
-    t.add_argument("--epochs", type=_positive, help="override the train block's epochs")
-    t.add_argument("--batch", type=_positive, help="override the batch size")
-    t.add_argument("--lr", type=float, help="override the optimiser's learning rate")
-    t.add_argument("--seed", type=int, help="override the seed (initial weights and batch order)")
+    t.add_argument("--epochs", type=_integer, help="override the train block's epochs")
+    t.add_argument("--batch", type=_integer, help="override the batch size")
+    t.add_argument("--lr", type=_number, help="override the optimiser's learning rate")
+    t.add_argument("--seed", type=_integer, help="override the seed (initial weights and batch order)")
     t.add_argument("--out", metavar="DIR", help="run directory (default runs/<model>-<backend>-<time>/)")
     t.add_argument("--data-dir", metavar="DIR", help="where to look for data first")
     t.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
-    t.add_argument("--limit", type=_positive, metavar="N", help="use only the first N training samples")
+    t.add_argument("--limit", type=_integer, metavar="N", help="use only the first N training samples")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last completed epoch")
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch table")
     t.set_defaults(run=cmd_train)
@@ -43,24 +44,20 @@ def add_runner_commands(sub) -> None:
     p.set_defaults(run=cmd_plot)
 
 
-def _positive(text: str) -> int:
-    import argparse
-
+def _integer(text: str) -> int:
+    """argparse type: the text must be an integer (its range is checked with
+    the train block's wording by specc.validate)."""
     try:
-        value = int(text)
+        return int(text)
     except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}") from None
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value}")
-    return value
+        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
 
 
-def _user_errors():
-    from .backend import BackendError
-    from .data import DataError
-    from .runner import RunError
-
-    return (BackendError, DataError, RunError)
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number, got {text!r}") from None
 
 
 def cmd_train(args) -> int:
@@ -71,12 +68,9 @@ def cmd_train(args) -> int:
                    quiet=args.quiet, resume=args.resume)
     try:
         run = train_model(args.file, args.model, opts)
-    except Interrupted as err:
+    except Interrupted as err:  # not a mistake: the message is how to resume
         print(f"specc: {err}", file=sys.stderr)
         return 130
-    except _user_errors() as err:
-        print(f"specc: error: {err}", file=sys.stderr)
-        return 1
     if args.quiet:
         print(json.dumps(run.result))
     return 0
@@ -85,11 +79,7 @@ def cmd_train(args) -> int:
 def cmd_eval(args) -> int:
     from .runner import evaluate_weights
 
-    try:
-        result = evaluate_weights(args.file, args.model, args.weights, args.backend, args.data_dir, args.device)
-    except (*_user_errors(), FileNotFoundError) as err:
-        print(f"specc: error: {err}", file=sys.stderr)
-        return 1
+    result = evaluate_weights(args.file, args.model, args.weights, args.backend, args.data_dir, args.device)
     if args.format == "json":
         print(json.dumps(result))
     else:
@@ -100,15 +90,13 @@ def cmd_eval(args) -> int:
 
 
 def cmd_plot(args) -> int:
-    from .plot import plot_runs
+    from .errors import UserError
+    from .validate import validate_plot_runs
 
+    validate_plot_runs(args.runs, args.out)
     try:
-        out = plot_runs(args.runs, args.out)
-    except FileNotFoundError as err:
-        print(f"specc: error: {err}", file=sys.stderr)
-        return 1
+        from .plot import plot_runs
     except ImportError:
-        print("specc: error: plotting needs matplotlib: pip install 'specc[plot]'", file=sys.stderr)
-        return 1
-    print(f"wrote {out}")
+        raise UserError("plotting needs matplotlib: pip install 'specc[plot]'") from None
+    print(f"wrote {plot_runs(args.runs, args.out)}")
     return 0

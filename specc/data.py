@@ -308,15 +308,16 @@ def find_mnist(data_dir: str | os.PathLike | None = None) -> Path:
         if _has_mnist(directory):
             return directory
     cache = _user_cache_dir()
-    looked = "\n".join(f"  {p}" for p in candidates)
+    looked = ", ".join(str(p) for p in candidates)  # one line: the CLI prints one error line
+    hint = "put the four MNIST files (train-images-idx3-ubyte.gz, ...) in one of them, or pass --data-dir"
     if os.environ.get("SPECC_OFFLINE"):
-        raise DataError(f"MNIST not found (SPECC_OFFLINE is set, so not downloaded); looked in:\n{looked}")
+        raise DataError(f"MNIST not found (SPECC_OFFLINE is set, so not downloaded); looked in: {looked}", hint)
     try:
         _download_mnist(cache)
     except (DataError, OSError) as e:
-        raise DataError(f"MNIST not found and could not be downloaded ({e}); looked in:\n{looked}") from None
+        raise DataError(f"MNIST not found and could not be downloaded ({e}); looked in: {looked}", hint) from None
     if not _has_mnist(cache):
-        raise DataError(f"MNIST not found and the download left it incomplete; looked in:\n{looked}")
+        raise DataError(f"MNIST not found and the download left it incomplete; looked in: {looked}", hint)
     return cache
 
 
@@ -394,86 +395,6 @@ def _load_mnist(call, input_shape, input_dtype, data_dir, limit) -> Dataset:
     )
 
 
-def _load_npz(call, input_shape, input_dtype, limit) -> Dataset:
-    given = dict(call.args)
-    if "path" not in given:  # tolerate a positional argument stored under 0 / "0" / "file"
-        for key in (0, "0", "file"):
-            if key in given:
-                given["path"] = given.pop(key)
-                break
-    a = _args("npz", given, {"path": None, "validation_split": 0.0})
-    if not isinstance(a["path"], (str, os.PathLike)):
-        raise DataError('npz() needs a file path: npz("file.npz")')
-    path = Path(a["path"])
-    split = _check_split("npz", a["validation_split"])
-    shape = tuple(int(d) for d in input_shape)
-    try:
-        xdtype = np.dtype(input_dtype)
-    except TypeError:
-        raise DataError(f"npz(): unknown input dtype {input_dtype!r}") from None
-    if not path.is_file():
-        raise DataError(f"{path}: no such file" + ("" if path.is_absolute() else f" (in {Path.cwd()})"))
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            found = {k: z[k] for k in z.files}
-    except ValueError as e:  # object arrays would need pickle
-        raise DataError(f"{path}: cannot read ({e})") from None
-    except Exception as e:  # noqa: BLE001 - zip and format errors
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
-
-    for key in ("x_train", "y_train", "x_test", "y_test"):
-        if key not in found:
-            raise DataError(f"{path}: missing array '{key}' (found: {', '.join(sorted(found)) or 'none'}; "
-                            f"needs x_train, y_train, x_test, y_test, optionally x_val, y_val)")
-    has_val = "x_val" in found or "y_val" in found
-    if has_val and not ("x_val" in found and "y_val" in found):
-        missing = "y_val" if "x_val" in found else "x_val"
-        raise DataError(f"{path}: missing array '{missing}' (x_val and y_val go together)")
-    if has_val and split:
-        raise DataError(f"{path} has x_val/y_val, so validation_split must not be given")
-
-    def x_of(key: str) -> np.ndarray:
-        x = found[key]
-        if x.shape[1:] != shape:
-            raise DataError(f"{path}: '{key}' has shape {list(x.shape)}, but the model's input needs "
-                            f"[N, {', '.join(map(str, shape))}]")
-        if not (np.issubdtype(x.dtype, np.number) or x.dtype == np.bool_):
-            raise DataError(f"{path}: '{key}' holds {x.dtype} values, not numbers")
-        if np.issubdtype(xdtype, np.integer) and np.issubdtype(x.dtype, np.inexact):
-            if not np.all(np.mod(x, 1) == 0):
-                raise DataError(f"{path}: '{key}' holds non-integer {x.dtype} values, but the model's input "
-                                f"is {input_dtype}")
-        return x.astype(xdtype, copy=False)
-
-    def y_of(key: str, n: int, xkey: str) -> np.ndarray:
-        y = found[key]
-        if y.ndim == 0 or len(y) != n:
-            raise DataError(f"{path}: '{key}' has {y.shape[0] if y.ndim else 0} entries, but '{xkey}' has {n}")
-        if np.issubdtype(y.dtype, np.integer) or y.dtype == np.bool_:
-            return y.astype(np.int32)
-        if np.issubdtype(y.dtype, np.floating):
-            return y.astype(np.float32, copy=False)
-        raise DataError(f"{path}: '{key}' holds {y.dtype} values, not numbers")
-
-    x_tr = x_of("x_train")
-    y_tr = y_of("y_train", len(x_tr), "x_train")
-    x_te = x_of("x_test")
-    y_te = y_of("y_test", len(x_te), "x_test")
-    x_tr, y_tr, x_va, y_va = _split_and_limit("npz", x_tr, y_tr, split, limit)
-    if has_val:
-        x_va = x_of("x_val")
-        y_va = y_of("y_val", len(x_va), "x_val")
-
-    num_classes = None
-    ys = [y for y in (y_tr, y_va, y_te) if y is not None and len(y)]
-    if ys and all(y.dtype == np.int32 and y.ndim == 1 for y in ys):
-        num_classes = int(max(int(y.max()) for y in ys)) + 1
-    elif ys and all(y.ndim == 2 for y in ys):
-        num_classes = int(ys[0].shape[1])
-    return Dataset(name=path.stem, x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va,
-                   x_test=x_te, y_test=y_te, num_classes=num_classes, source=str(path))
-
-
 def _load_synthetic(call, input_shape, input_dtype, limit) -> Dataset:
     a = _args("synthetic", call.args, {"samples": 1000, "classes": 10, "validation_split": 0.0, "seed": 0,
                      "test_samples": None, "vocab": 10})
@@ -541,7 +462,9 @@ def load_dataset(call: Any, input_shape: Sequence[int], input_dtype: str = "floa
     if name == "mnist":
         return _load_mnist(call, input_shape, input_dtype, data_dir, limit)
     if name == "npz":
-        return _load_npz(call, input_shape, input_dtype, limit)
+        from .npz import load_npz  # it builds on this module's helpers
+
+        return load_npz(call, input_shape, input_dtype, limit)
     if name == "synthetic":
         return _load_synthetic(call, input_shape, input_dtype, limit)
     raise DataError(f"unknown data set {name!r}: expected mnist(...), npz(\"file.npz\") or synthetic(...)")

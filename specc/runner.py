@@ -214,7 +214,9 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     """Train one model of a spec file as its train block says, with overrides."""
     from . import load
     from .report import Report
+    from .validate import validate_dataset, validate_options, validate_out_dir, validate_seed
 
+    validate_options(opts)  # before anything is read or made
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
     resume_state = restart_note = None
@@ -238,9 +240,12 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     else:
         train = apply_overrides(train, opts)
         run_dir = Path(opts.out) if opts.out else default_run_dir(model.name, opts.backend)
+        validate_out_dir(run_dir, "--out" if opts.out else "run directory")
+    validate_seed(train.seed)
 
     dataset = datasets.load_dataset(train.data, model.input_shape, model.input_dtype,
                                     data_dir=opts.data_dir, limit=opts.limit)
+    validate_dataset(dataset, model, train)  # before a backend sees the data
     y_train = prepare_targets(model, train, dataset.y_train)
     y_val = prepare_targets(model, train, dataset.y_val)
     y_test = prepare_targets(model, train, dataset.y_test)
@@ -374,16 +379,16 @@ def evaluate_weights(spec_path: str, model_name: str | None, weights_path: str, 
                      data_dir: str | None = None, device: str = "cpu", batch: int | None = None) -> dict:
     """Test loss and accuracy of saved canonical weights, on any backend."""
     from . import load
-    from .weights import check_weights
+    from .validate import validate_choices, validate_data_dir, validate_dataset
+    from .weights import fit_weights
 
+    validate_choices(backend, device)
+    validate_data_dir(data_dir)
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
-    weights = load_weights(weights_path)
-    try:
-        check_weights(model, weights)
-    except ValueError as err:
-        raise RunError(str(err)) from None
+    weights = fit_weights(model, load_weights(weights_path), weights_path)
     dataset = datasets.load_dataset(train.data, model.input_shape, model.input_dtype, data_dir=data_dir)
+    validate_dataset(dataset, model, train)
     y_test = prepare_targets(model, train, dataset.y_test)
     plan = make_plan(model, train, len(dataset.x_train), accuracy_kind(model, train, dataset.y_test))
     trainer = backends.get(backend).trainer(model, plan, weights, device=device)

@@ -15,6 +15,7 @@ from typing import Mapping
 
 import numpy as np
 
+from .errors import UserError
 from .ir import Model, Weight
 
 Weights = dict[str, np.ndarray]
@@ -75,18 +76,50 @@ def init_weights(model: Model, seed: int = 0) -> Weights:
     return {key: init_weight(spec, key, seed) for key, spec in model.weight_specs().items()}
 
 
-def check_weights(model: Model, weights: Mapping[str, np.ndarray]) -> None:
-    """Raise ValueError naming every missing, extra or misshapen key."""
+class WeightsError(UserError, ValueError):
+    """A weights file that cannot be read or does not fit the model (also a
+    ValueError, as backends and their callers have always caught)."""
+
+
+def _first_problems(model: Model, weights: Mapping[str, np.ndarray]) -> list[str]:
     specs = model.weight_specs()
-    problems = [f"missing {k} {list(s.shape)}" for k, s in specs.items() if k not in weights]
-    problems += [f"unexpected {k}" for k in weights if k not in specs]
-    problems += [
-        f"{k} has shape {list(np.shape(weights[k]))}, expected {list(s.shape)}"
-        for k, s in specs.items()
-        if k in weights and tuple(np.shape(weights[k])) != s.shape
-    ]
+    missing = [k for k in specs if k not in weights]
+    unexpected = [k for k in weights if k not in specs]
+    misshapen = [k for k, s in specs.items() if k in weights and tuple(np.shape(weights[k])) != s.shape]
+    problems = []
+    if missing:
+        problems.append(f"missing {missing[0]} {list(specs[missing[0]].shape)}")
+    if unexpected:
+        problems.append(f"unexpected {unexpected[0]} {list(np.shape(weights[unexpected[0]]))}")
+    if misshapen:
+        k = misshapen[0]
+        problems.append(f"{k} has shape {list(np.shape(weights[k]))}, expected {list(specs[k].shape)}")
+    more = len(missing) + len(unexpected) + len(misshapen) - len(problems)
+    return problems + ([f"and {more} more"] if more else [])
+
+
+def check_weights(model: Model, weights: Mapping[str, np.ndarray], source: str | Path | None = None) -> None:
+    """Raise WeightsError naming the first missing, the first unexpected and
+    the first misshapen key (with both shapes), and how many more there are."""
+    problems = _first_problems(model, weights)
     if problems:
-        raise ValueError(f"weights do not fit model {model.name}: " + "; ".join(problems))
+        where = f"{source}: " if source else ""
+        raise WeightsError(f"{where}weights do not fit model '{model.name}': " + "; ".join(problems),
+                           "these are weights of another model; pick the matching spec and --model")
+
+
+def fit_weights(model: Model, weights: Mapping[str, np.ndarray], source: str | Path) -> Weights:
+    """The model's weights from a loaded file, checked (keys, shapes, float and
+    finite values) and as canonical float32 arrays."""
+    check_weights(model, weights, source)
+    out = {}
+    for key, value in weights.items():
+        if value.dtype.kind != "f":
+            raise WeightsError(f"{source}: {key} holds {value.dtype} values; weights must be floats")
+        if not np.isfinite(value).all():
+            raise WeightsError(f"{source}: {key} holds NaN or infinite values: the weights are damaged")
+        out[key] = np.asarray(value, dtype=np.float32)
+    return out
 
 
 def save_weights(path: str | Path, weights: Mapping[str, np.ndarray], metadata: Mapping[str, str] | None = None) -> None:
@@ -99,7 +132,42 @@ def save_weights(path: str | Path, weights: Mapping[str, np.ndarray], metadata: 
     save_file(arrays, str(path), metadata=dict(metadata or {}))
 
 
+MAX_HEADER_BYTES = 100_000_000  # safetensors' own limit; a larger claim is damage
+
+
+def _check_header(path: Path) -> None:
+    """Refuse what is not safetensors by its 8-byte header length, before the
+    library sees it, so a damaged length never turns into a huge allocation."""
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as f:
+            head = f.read(9)
+    except IsADirectoryError:
+        raise WeightsError(f"{path} is a directory, not a weights file") from None
+    except FileNotFoundError:
+        raise WeightsError(f"{path}: no such file") from None
+    except OSError as err:
+        raise WeightsError(f"{path}: cannot read ({err.strerror or err})") from None
+    if len(head) < 9:
+        raise WeightsError(f"{path}: not a safetensors file ({size} bytes, too short to hold a header)")
+    claimed = int.from_bytes(head[:8], "little")
+    if claimed > MAX_HEADER_BYTES or claimed > size - 8:
+        raise WeightsError(f"{path}: not a safetensors file, or a damaged one (its header claims {claimed:,} "
+                           f"bytes; the file has {size:,})")
+    if head[8:9] != b"{":
+        raise WeightsError(f"{path}: not a safetensors file (its header is not JSON)")
+
+
 def load_weights(path: str | Path) -> Weights:
+    """The arrays of a safetensors file; every failure is a WeightsError naming it."""
     from safetensors.numpy import load_file
 
-    return dict(load_file(str(path)))
+    path = Path(path)
+    _check_header(path)
+    try:
+        return dict(load_file(str(path)))
+    except MemoryError:
+        raise WeightsError(f"{path}: too large to load into memory") from None
+    except Exception as err:  # noqa: BLE001 - safetensors reports damage as its own error type
+        detail = str(err).removeprefix("Error while deserializing header: ")
+        raise WeightsError(f"{path}: not a valid safetensors file ({detail})") from None

@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 
 import specc.data as data
+import specc.npz as npz
 from specc.data import DataError, batch_order, find_mnist, load_dataset, num_batches, read_idx
 from specc.ir import Call
 
@@ -196,6 +197,7 @@ def test_nothing_found_lists_every_path(monkeypatch, tmp_path, offline):
     for p in (tmp_path / "nope", tmp_path / "nope" / "mnist", tmp_path / "env", tmp_path / "env" / "mnist", cache):
         assert str(p) in msg
     assert "could not be downloaded" in msg and "disabled in tests" in msg
+    assert "\n" not in msg and "--data-dir" in err.value.hint  # one error line; the hint says what to do
     assert offline == [cache]  # the download was tried once, into the user cache
 
 
@@ -320,8 +322,29 @@ def test_npz_missing_file_and_pickle(tmp_path):
     with pytest.raises(DataError, match="nope.npz: no such file"):
         load_dataset(Call("npz", {"path": str(tmp_path / "nope.npz")}), [2, 3])
     make_npz(tmp_path / "o.npz", y_test=np.array([1, "a", None, 2, 3], dtype=object))
-    with pytest.raises(DataError, match=r"o\.npz"):
+    with pytest.raises(DataError, match=r"o\.npz: 'y_test' holds Python objects"):
         load_dataset(Call("npz", {"path": str(tmp_path / "o.npz")}), [2, 3])
+
+
+@pytest.mark.parametrize("arrays, message", [
+    (dict(y_train=np.r_[np.zeros(19, np.int64), 2**40]), r"y_train\[19\] is 1099511627776, which does not fit int32"),
+    (dict(x_test=np.full((5, 2, 3), 1e300)), r"x_test\[0, 0, 0\] is 1e\+300, which does not fit float32"),
+    (dict(x_train=np.ones((20, 2, 3), np.complex64)), "'x_train' holds complex64 values, not numbers"),
+])
+def test_npz_values_that_would_not_survive_the_cast(tmp_path, arrays, message):
+    make_npz(tmp_path / "d.npz", **arrays)
+    with pytest.raises(DataError, match=message):
+        load_dataset(Call("npz", {"path": str(tmp_path / "d.npz")}), [2, 3])
+
+
+def test_npz_member_that_is_not_an_array(tmp_path):
+    import zipfile
+
+    make_npz(tmp_path / "d.npz")
+    with zipfile.ZipFile(tmp_path / "d.npz", "a") as z:
+        z.writestr("notes.txt", "hello")
+    with pytest.raises(DataError, match=r"d\.npz: 'notes.txt' is not a \.npy array"):
+        load_dataset(Call("npz", {"path": str(tmp_path / "d.npz")}), [2, 3])
 
 
 # --------------------------------------------------------------------------- synthetic
@@ -395,5 +418,6 @@ def test_no_framework_or_pickle_import():
             "bad = [m for m in sys.modules if m.split('.')[0] in ('jax', 'torch', 'tensorflow')]; "
             "assert not bad, bad")
     subprocess.run([sys.executable, "-c", code], check=True)
-    source = Path(data.__file__).read_text()
-    assert "import pickle" not in source and "allow_pickle=True" not in source
+    for module in (data, npz):
+        source = Path(module.__file__).read_text()
+        assert "import pickle" not in source and "allow_pickle=True" not in source
