@@ -109,7 +109,8 @@ def _targets(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     if y.dtype.kind == "f":
         _fits_dtype(path, key, y, np.dtype(np.float32))
         return y.astype(np.float32, copy=False)
-    raise DataError(f"{path}: '{key}' holds {y.dtype} values, not numbers")
+    raise DataError(f"{path}: '{key}' holds {y.dtype} values, not numbers: the labels do not fit the model",
+                    "class ids are integers from 0; other targets are floats")
 
 
 def _num_classes(*ys: np.ndarray | None) -> int | None:

@@ -179,7 +179,7 @@ def _check_finite(where: str, name: str, array: np.ndarray, what: str) -> None:
     if array.dtype.kind != "f" or array.size == 0 or (np.isfinite(array.min()) and np.isfinite(array.max())):
         return  # min and max carry any NaN or inf, without a full-size mask
     index = _index(~np.isfinite(array))
-    raise DataError(f"{where}: {_at(name, index)} is {_value(array, index)}: {what} must be finite numbers")
+    raise DataError(f"{where}: {_at(name, index)} is {_value(array, index)}, but {what}")
 
 
 def _check_x(where: str, name: str, x: np.ndarray, model: Model) -> None:
@@ -188,7 +188,7 @@ def _check_x(where: str, name: str, x: np.ndarray, model: Model) -> None:
     if x.shape[1:] != tuple(model.input_shape):
         raise DataError(f"{where}: {name} has shape {_shape(x.shape)}, but model '{model.name}' takes "
                         f"{_shape(model.input_shape, 'N')}")
-    _check_finite(where, name, x, "inputs")
+    _check_finite(where, name, x, "inputs must be finite numbers")
     for layer in model.consumers(INPUT):
         if layer.kind == "Embedding":
             vocab = int(layer.attrs["vocab"])
@@ -270,10 +270,10 @@ _TARGET_CHECKS = {"cross_entropy": _class_ids, "binary_cross_entropy": _binary_t
 
 def _check_y(where: str, name: str, y: np.ndarray, model: Model, loss: str) -> None:
     if y.dtype.kind not in "biuf":
-        raise DataError(f"{where}: {name} holds {y.dtype} values, not numbers")
+        raise DataError(f"{where}: {name} holds {y.dtype} values, not numbers: {LABELS_MISFIT}")
     if y.ndim == 0:
         raise DataError(f"{where}: {name} is a single value, not one entry per sample")
-    _check_finite(where, name, y, "targets")
+    _check_finite(where, name, y, f"labels must be finite numbers: {LABELS_MISFIT}")
     _TARGET_CHECKS.get(loss, _regression_targets)(where, name, y, model, loss)
 
 
