@@ -12,6 +12,13 @@ are built from keras.ops:
 The padding word ('same', 'valid' or explicit) is read from the spec's syntax
 tree, not from the IR, so that specc's own resolution of 'same' is what is
 being checked.
+
+Graphs (nodes with `inputs`, Add and Concat) become Keras functional models
+(`build_functional_twin`): each node's twin is applied to the Keras tensors of
+the nodes it reads; Add is Keras's Add, Concat its Concatenate on the
+channels-first batch axis (the IR's sample axis + 1). Graphs built in code
+have no spec text: their padding words come from the IR's resolved pads
+(`ir_padding_word`), explicit pads being exact for 'same' too.
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ from keras import layers, ops
 
 import specc
 from specc import ast
+from specc.ir import INPUT
 from specc.parse import parse
 
 CF = "channels_first"
@@ -133,6 +141,10 @@ def twin(layer: specc.ir.Layer, padding: str) -> list:
         return [layers.ELU(alpha=1.0)]
     if kind in ("Sigmoid", "Tanh", "GELU", "SiLU"):
         return [layers.Activation(a["activation"])]
+    if kind == "Add":
+        return [layers.Add()]
+    if kind == "Concat":
+        return [layers.Concatenate(axis=a["axis"] + 1)]
     raise AssertionError(f"no Keras twin for {kind}: add one to the translator")
 
 
@@ -146,6 +158,33 @@ def build_twin(model: specc.ir.Model, words: list[str]):
             x = k(x)
         finals.append(group[-1])
     return keras.Model(inputs, x, name=model.name), finals
+
+
+def ir_padding_word(layer: specc.ir.Layer) -> str:
+    """'valid' or 'explicit' from a node's resolved pads (a graph built in code
+    has no spec text); ConvTranspose2D's crop has no such reading."""
+    if layer.kind == "ConvTranspose2D":
+        raise AssertionError("a ConvTranspose2D twin needs the padding word from the spec text")
+    pads = layer.attrs.get("padding", ((0, 0), (0, 0)))
+    return "valid" if all(p == 0 for pair in pads for p in pair) else "explicit"
+
+
+def build_functional_twin(model: specc.ir.Model, words: list[str] | None = None):
+    """(keras functional Model, the Keras layer giving each IR node's output,
+    in order) for a model that may be a graph; `words` as in `build_twin`,
+    else read from the IR."""
+    words = words or [ir_padding_word(layer) for layer in model.layers]
+    inputs = keras.Input(shape=model.input_shape, dtype="int32" if model.input_dtype == "int32" else "float32")
+    values, finals = {INPUT: inputs}, []
+    for layer, word in zip(model.layers, words, strict=True):
+        group = twin(layer, word)
+        read = [values[name] for name in layer.inputs]
+        x = group[0](read if layer.is_merge else read[0])
+        for k in group[1:]:
+            x = k(x)
+        values[layer.name] = x
+        finals.append(group[-1])
+    return keras.Model(inputs, values[model.layers[-1].name], name=model.name), finals
 
 
 def load_canonical(model: specc.ir.Model, finals: list, weights) -> None:

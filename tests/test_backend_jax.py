@@ -1,8 +1,9 @@
 """The JAX/Flax backend against an independent numpy reference.
 
 The reference below implements the IR contract directly (loops and einsums in
-float64, channels-first, no framework), one function per layer kind; the
-backend must agree with it at rtol/atol 1e-5 for every layer kind and option.
+float64, channels-first, no framework), one function per layer kind, and runs
+a graph's nodes in order over a name -> array map; the backend must agree with
+it at rtol/atol 1e-5 for every layer kind and option, merges included.
 Sizes are tiny so that jit compiles dominate and the file stays fast.
 """
 
@@ -18,8 +19,9 @@ pytest.importorskip("jax")
 import jax  # noqa: E402
 
 from specc import backend as registry  # noqa: E402
+from backend_cases import GRAPHS, Graph, graph_small  # noqa: E402
 from specc.catalogue import LAYERS, make_layer  # noqa: E402
-from specc.ir import Model  # noqa: E402
+from specc.ir import INPUT, Model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 B = registry.get("jax")
@@ -213,16 +215,21 @@ REF = {
     "Flatten": lambda layer, w, x: x.reshape(x.shape[0], -1),
     "Reshape": lambda layer, w, x: x.reshape(x.shape[0], *layer.attrs["shape"]),
     "Dropout": lambda layer, w, x: x,
+    "Add": lambda layer, w, xs: sum(xs),
+    "Concat": lambda layer, w, xs: np.concatenate(xs, axis=layer.attrs["axis"] + 1),
     **{kind: ref_activation for kind in ("ReLU", "Sigmoid", "Tanh", "Softmax", "GELU", "ELU", "SiLU", "LeakyReLU")},
 }
 
 
 def ref_forward(model: Model, weights, x) -> np.ndarray:
     x = x if model.input_dtype == "int32" else np.asarray(x, np.float64)
+    values = {INPUT: x}
     for layer in model.layers:
         w = {spec.name: np.asarray(weights[layer.weight_key(spec.name)], np.float64) for spec in layer.weights}
-        x = REF[layer.kind](layer, w, x)
+        inputs = [values[name] for name in layer.inputs]
+        x = REF[layer.kind](layer, w, inputs if layer.is_merge else inputs[0])
         assert x.shape[1:] == layer.output_shape, layer.name
+        values[layer.name] = x
     return x
 
 
@@ -318,6 +325,27 @@ CASES["dense_every_activation"] = seq((6,), *(("Dense", {"units": 5, "activation
     "linear", "relu", "sigmoid", "tanh", "softmax", "leaky_relu", "gelu", "elu", "silu")))
 
 
+
+
+def graph_layouts() -> Model:
+    """Merges of values held in different layouts inside Flax: the model input
+    (channels-first) with conv outputs (NHWC); Dense on the merged image (its
+    last, W, axis); a vector concat; an Add that is the model output."""
+    g = Graph(IMG)
+    a = g("Conv2D", filters=2, kernel=3, padding="same")
+    s = g("Add", a, INPUT, a)
+    c = g("Concat", s, g("MaxPool", INPUT, size=3, stride=1, padding="same"), axis=-1)  # [2, 7, 18]
+    d = g("Dense", c, units=4)  # [2, 7, 4]
+    v = g("Concat", g("GlobalAvgPool", a), g("Flatten", d), axis=0)  # [2 + 56]
+    g("Add", g("Dense", v, units=3), g("Dense", v, units=3, activation="relu"))
+    return g.model("layouts")
+
+
+CASES.update(GRAPHS)
+CASES["graph_layouts"] = graph_layouts()
+CASES["graph_small"] = graph_small()
+
+
 def test_cases_cover_every_layer_kind():
     covered = {layer.kind for model in CASES.values() for layer in model.layers}
     assert covered == set(LAYERS)
@@ -384,6 +412,7 @@ GRAD_MODELS = {
                ("Dense", {"units": 2, "activation": "softmax"})),
     "embedding": seq((4,), ("Embedding", {"vocab": 7, "dim": 3}), ("Flatten", {}), ("Dropout", {"rate": 0.5}),
                      ("Dense", {"units": 2, "activation": "silu"}), dtype="int32"),
+    "graph": graph_small(),
 }
 
 

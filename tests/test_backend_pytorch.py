@@ -5,6 +5,8 @@ einsums, float64), not from torch: convolutions gather explicit zero pads,
 transposed convolutions scatter each input pixel's kernel into the full
 output and crop it the way Keras sizes it, pools look only at real values,
 recurrent layers follow Keras's cell equations with Keras's gate order.
+Graphs run their nodes in order over a name -> array map; Add sums, Concat
+joins along the sample axis + 1.
 """
 
 from __future__ import annotations
@@ -18,8 +20,9 @@ torch = pytest.importorskip("torch")
 
 import specc  # noqa: E402
 from specc import backend as registry  # noqa: E402
+from backend_cases import GRAPHS, Graph, graph_small  # noqa: E402
 from specc.catalogue import ACTIVATIONS, LAYERS, make_layer  # noqa: E402
-from specc.ir import Layer, Model  # noqa: E402
+from specc.ir import INPUT, Layer, Model  # noqa: E402
 
 P = registry.get("torch")
 from specc.backends.pytorch import convert  # noqa: E402
@@ -195,6 +198,10 @@ def ref_layer(layer: Layer, w, x):
         return x.reshape(x.shape[0], *a["shape"])
     if k == "Dropout":
         return x
+    if k == "Add":
+        return sum(x)
+    if k == "Concat":
+        return np.concatenate(x, axis=a["axis"] + 1)
     if "activation" in a:  # activation layers
         return ref_activation(x, a["activation"], a.get("alpha", 0.01))
     raise AssertionError(f"no reference for {k}")
@@ -202,9 +209,12 @@ def ref_layer(layer: Layer, w, x):
 
 def ref_model(model: Model, w, x):
     x = x if model.input_dtype.startswith("int") else np.asarray(x, np.float64)
+    values = {INPUT: x}
     for layer in model.layers:
-        x = ref_layer(layer, w, x)
+        inputs = [values[name] for name in layer.inputs]
+        x = ref_layer(layer, w, inputs if layer.is_merge else inputs[0])
         assert x.shape[1:] == layer.output_shape, (layer.name, x.shape, layer.output_shape)
+        values[layer.name] = x
     return x
 
 
@@ -316,6 +326,21 @@ CASES = {
                          ("Flatten", {}), ("Dense", dict(units=8, activation="relu")),
                          ("Dense", dict(units=3, activation="softmax"))),
 }
+
+
+def graph_branches() -> Model:
+    """Branches that read the model input and one another; a value read by
+    three later nodes; an Add of three inputs; the output is a Concat."""
+    g = Graph((3, 5, 4))
+    a = g("Conv2D", filters=3, kernel=3, padding="same", activation="relu")
+    b = g("BatchNorm", INPUT)
+    s = g("Add", a, b, INPUT)
+    g("Concat", g("AvgPool", s, size=2, stride=1, padding="same"), a, axis=0)  # [6, 5, 4]
+    return g.model("branches")
+
+
+CASES.update(GRAPHS)
+CASES["graph_branches"] = graph_branches()
 
 
 def test_registry_complete():
@@ -460,6 +485,7 @@ GRAD_MODELS = {
     "embed_gru_lstm": chain((4,), ("Embedding", dict(vocab=7, dim=3)),
                             ("GRU", dict(units=3, return_sequences=True)), ("BatchNorm", {}),
                             ("LSTM", dict(units=2)), ("Dense", dict(units=2)), input_dtype="int32"),
+    "graph": graph_small(),
 }
 
 

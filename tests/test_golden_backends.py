@@ -1,7 +1,9 @@
 """Golden outputs for both backends on the same canonical weights.
 
-For every case of backend_cases.py (every model of specs/ and small specs
-that together exercise every layer option),
+For every case of backend_cases.py (every model of specs/, small specs
+that together exercise every layer option, and the graphs "graph_*": residual
+blocks with identity and projection shortcuts, blocks repeated and nested
+inside blocks, concats of three branches on images, vectors and sequences),
 tests/golden/backends/<case>.safetensors holds a fixed input "x", canonical
 weights "w/<key>" (perturbed, so biases, BatchNorm statistics and LSTM gates
 all matter) and the expected output "y". The files are written only with --update-golden (from the
@@ -51,7 +53,8 @@ def test_golden_output(case, update_golden):
 
 
 GRAD_CASES = ["conv_options", "conv_transpose", "pools", "batch_norm", "recurrent", "embedding",
-              "activations", "lenet_lenet", "gan_generator", "lstm_lstm"]
+              "activations", "lenet_lenet", "gan_generator", "lstm_lstm", "graph_resnet", "graph_inception",
+              "graph_image_axes", "graph_vectors", "graph_sequences"]
 
 
 @pytest.mark.parametrize("case", GRAD_CASES)

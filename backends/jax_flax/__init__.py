@@ -13,8 +13,10 @@ defines the model. Linen's variables also map one-to-one onto canonical
 weights (see `convert`).
 
 Modules:
-  layers   one `lower_*` function per IR kind in the table `LOWER`, the linen
-           `SpeccModule` that runs them, and the custom LSTM/GRU cells
+  layers       one `lower_*` function per IR kind in the table `LOWER` and the
+               linen `SpeccModule` that runs a model's graph, each value in its
+               own layout (NHWC or channels-first)
+  recurrent    the custom LSTM/GRU cells; activations: the activation table
   convert  canonical weights <-> Flax variables, exact both ways
 
 Backend API (see specc.backend): `build`, `to_native`, `from_native`, `run`,

@@ -1,22 +1,28 @@
 """IR layers lowered to Flax linen: one small function per layer kind, found
-through the one explicit table `LOWER` (keyed by the catalogue spelling).
+through the one explicit table `LOWER` (keyed by the catalogue spelling,
+merges included).
 
-A lowering function has the signature `lower_x(layer, x, ctx) -> y`. It is
-called inside `SpeccModule.__call__` (a `@nn.compact` method), so the Flax
-submodules it creates with `name=layer.name` become children of the model and
-their variables live under the layer's name:
+A lowering function has the signature `lower_x(layer, x, ctx) -> y` (a merge
+gets the list of its inputs' arrays). It is called inside
+`SpeccModule.__call__` (a `@nn.compact` method), so the Flax submodules it
+creates with `name=layer.name` become children of the model and their
+variables live under the node's name ("/" in a nested name is kept as is):
 
-    params      {layer name: {param: array}}
-    batch_stats {layer name: {"mean": array, "var": array}}   (BatchNorm only)
+    params      {node name: {param: array}}
+    batch_stats {node name: {"mean": array, "var": array}}   (BatchNorm only)
 
 `x` is a batch: the IR's channels-first sample shape with a leading batch axis.
 
 Layout (measured, see below): images are computed in NHWC. The IR is
-channels-first, so `Ctx` tracks the layout of the current rank-4 activation and
-transposes lazily: to NHWC at the first conv/pool/BatchNorm that sees an image,
-back to channels-first (NCHW) where a layer's meaning depends on axis order
-(Flatten, Reshape, Dense on a rank-3 sample, softmax over the last axis) and at
-the model output. Every observable result is therefore channels-first.
+channels-first, so every value of the graph carries its own layout:
+`SpeccModule` keeps node name -> (array, layout), sets `ctx.layout` to the
+layout of the node's input before lowering it and reads the output's layout
+back from it. A node transposes lazily: to NHWC at a conv/pool/BatchNorm that
+sees an image, to channels-first (NCHW) where its meaning depends on axis
+order (Flatten, Reshape, Dense on a rank-3 sample, softmax over the last
+axis). A merge brings its inputs to one layout, NHWC if any image input is
+already NHWC, so a residual block stays in NHWC from end to end. The model
+output is returned channels-first, so every observable result is.
 Measured on this project's CPU machine (XLA CPU, jax 0.10.2, LeNet, batch 128,
 best of 30): forward 9.7 ms NHWC vs 23.9 ms NCHW; forward+backward 93 ms NHWC vs
 139 ms NCHW. Kernels stay in Keras's HWIO layout, which is also what
@@ -41,58 +47,56 @@ from jax import lax
 from specc import ir
 from specc.catalogue import ACTIVATION_LAYERS
 
+from .activations import ACTIVATIONS, LOGIT_ACTIVATIONS
+from .recurrent import GRU, LSTM
+
 Array = jax.Array
 
 CF, NHWC = "NCHW", "NHWC"  # channels-first (the IR's order) and channels-last
+# Where each axis of a channels-first image batch (N, C, H, W) lives in NHWC.
+NHWC_AXIS = (0, 3, 1, 2)
 
 
-# ---------------------------------------------------------------- activations
-
-
-def _gelu(x: Array) -> Array:
-    return jax.nn.gelu(x, approximate=False)  # the exact erf form (Keras, PyTorch)
-
-
-ACTIVATIONS: dict[str, Callable[[Array], Array]] = {
-    "linear": lambda x: x,
-    "relu": jax.nn.relu,
-    "sigmoid": jax.nn.sigmoid,
-    "tanh": jnp.tanh,
-    "softmax": lambda x: jax.nn.softmax(x, axis=-1),  # last axis of the channels-first shape
-    "leaky_relu": lambda x: jax.nn.leaky_relu(x, negative_slope=0.01),
-    "gelu": _gelu,
-    "elu": lambda x: jax.nn.elu(x, alpha=1.0),
-    "silu": jax.nn.silu,
-}
-
-# Output activations that `logits=True` leaves off (the runner's fused losses).
-LOGIT_ACTIVATIONS = ("softmax", "sigmoid")
+def to_layout(x: Array, layout: str, wanted: str) -> Array:
+    """`x`, held in `layout`, in layout `wanted` (only image batches have two)."""
+    if x.ndim != 4 or layout == wanted:
+        return x
+    return jnp.transpose(x, (0, 2, 3, 1) if wanted == NHWC else (0, 3, 1, 2))
 
 
 @dataclass
 class Ctx:
     """Lowering state for one trace of the model.
 
-    `layout` is the memory layout of the current activation when it is an image
-    batch (rank 4); other ranks are always in the IR's order.
+    `layout` is the memory layout of the node's input when it is an image
+    batch (rank 4; other ranks are always in the IR's order); a lowering
+    leaves its output's layout there. `input_layouts` has one per input, for
+    the merges.
     """
 
     train: bool
     precision: Any
     layout: str = CF
+    input_layouts: tuple[str, ...] = ()
     strip_activation: bool = False  # set for Model.final_activation_index() when logits are wanted
 
     def nhwc(self, x: Array) -> Array:
-        if x.ndim == 4 and self.layout == CF:
-            x = jnp.transpose(x, (0, 2, 3, 1))
+        if x.ndim == 4:
+            x = to_layout(x, self.layout, NHWC)
             self.layout = NHWC
         return x
 
     def channels_first(self, x: Array) -> Array:
-        if x.ndim == 4 and self.layout == NHWC:
-            x = jnp.transpose(x, (0, 3, 1, 2))
+        x = to_layout(x, self.layout, CF)
         self.layout = CF
         return x
+
+    def one_layout(self, xs: list[Array]) -> list[Array]:
+        """A merge's inputs in one layout: NHWC when any image input already
+        is (the convs around a residual compute there), else channels-first."""
+        nhwc = any(x.ndim == 4 and layout == NHWC for x, layout in zip(xs, self.input_layouts))
+        self.layout = NHWC if nhwc else CF
+        return [to_layout(x, layout, self.layout) for x, layout in zip(xs, self.input_layouts)]
 
     def activate(self, x: Array, name: str, **kw: Any) -> Array:
         if self.strip_activation and name in LOGIT_ACTIVATIONS:
@@ -102,82 +106,6 @@ class Ctx:
         if name == "leaky_relu" and "alpha" in kw:
             return jax.nn.leaky_relu(x, negative_slope=kw["alpha"])
         return ACTIVATIONS[name](x)
-
-
-# ---------------------------------------------------------------- recurrent cells
-
-
-def _lstm_bias_init(key, shape, dtype=jnp.float32):
-    u = shape[0] // 4
-    return jnp.zeros(shape, dtype).at[u : 2 * u].set(1.0)
-
-
-class LSTM(nn.Module):
-    """Keras's LSTM on the canonical arrays: kernel [F, 4u], recurrent_kernel
-    [u, 4u], bias [4u], gates i, f, c, o; `lax.scan` over time.
-
-    The input projection is done inside the scan step. Hoisting it out (one
-    [N*T, F] x [F, 4u] matmul, then scanning over the [T, N, 4u] result) was
-    measured slower on XLA CPU (LSTM(128), T=28, batch 128: forward 10 vs 5 ms,
-    forward+backward 48 vs 19 ms); per-step is also what Flax's own RNN does.
-    """
-
-    units: int
-    return_sequences: bool = False
-    activation: str = "tanh"
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:  # [N, T, F]
-        u, f = self.units, x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.glorot_uniform(), (f, 4 * u))
-        recurrent = self.param("recurrent_kernel", nn.initializers.orthogonal(), (u, 4 * u))
-        bias = self.param("bias", _lstm_bias_init, (4 * u,))
-        act = ACTIVATIONS[self.activation]
-
-        def step(carry, x_t):
-            h, c = carry
-            z = (jnp.dot(x_t, kernel, precision=self.precision)
-                 + jnp.dot(h, recurrent, precision=self.precision) + bias)
-            i, fg, g, o = jnp.split(z, 4, axis=-1)
-            c = jax.nn.sigmoid(fg) * c + jax.nn.sigmoid(i) * act(g)
-            h = jax.nn.sigmoid(o) * act(c)
-            return (h, c), h
-
-        zeros = jnp.zeros((x.shape[0], u), kernel.dtype)
-        (h, _), hs = lax.scan(step, (zeros, zeros), jnp.swapaxes(x, 0, 1))
-        return jnp.swapaxes(hs, 0, 1) if self.return_sequences else h
-
-
-class GRU(nn.Module):
-    """Keras's GRU (reset_after=True) on the canonical arrays: kernel [F, 3u],
-    recurrent_kernel [u, 3u], bias [2, 3u] (input bias, recurrent bias), gates
-    z, r, h; scanned like `LSTM`."""
-
-    units: int
-    return_sequences: bool = False
-    activation: str = "tanh"
-    precision: Any = None
-
-    @nn.compact
-    def __call__(self, x: Array) -> Array:  # [N, T, F]
-        u, f = self.units, x.shape[-1]
-        kernel = self.param("kernel", nn.initializers.glorot_uniform(), (f, 3 * u))
-        recurrent = self.param("recurrent_kernel", nn.initializers.orthogonal(), (u, 3 * u))
-        bias = self.param("bias", nn.initializers.zeros, (2, 3 * u))
-        act = ACTIVATIONS[self.activation]
-
-        def step(h, x_t):
-            xz, xr, xh = jnp.split(jnp.dot(x_t, kernel, precision=self.precision) + bias[0], 3, axis=-1)
-            hz, hr, hh = jnp.split(jnp.dot(h, recurrent, precision=self.precision) + bias[1], 3, axis=-1)
-            z = jax.nn.sigmoid(xz + hz)
-            r = jax.nn.sigmoid(xr + hr)
-            candidate = act(xh + r * hh)
-            h = z * h + (1.0 - z) * candidate
-            return h, h
-
-        h, hs = lax.scan(step, jnp.zeros((x.shape[0], u), kernel.dtype), jnp.swapaxes(x, 0, 1))
-        return jnp.swapaxes(hs, 0, 1) if self.return_sequences else h
 
 
 # ---------------------------------------------------------------- lowerings
@@ -295,7 +223,23 @@ def lower_activation(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
                                                          if "alpha" in layer.attrs else {}))
 
 
-LOWER: dict[str, Callable[[ir.Layer, Array, Ctx], Array]] = {
+def lower_add(layer: ir.Layer, xs: list[Array], ctx: Ctx) -> Array:
+    xs = ctx.one_layout(xs)
+    y = xs[0]
+    for x in xs[1:]:
+        y = y + x
+    return y
+
+
+def lower_concat(layer: ir.Layer, xs: list[Array], ctx: Ctx) -> Array:
+    xs = ctx.one_layout(xs)
+    axis = layer.attrs["axis"] + 1  # the IR's axis is of a sample
+    if xs[0].ndim == 4 and ctx.layout == NHWC:
+        axis = NHWC_AXIS[axis]
+    return jnp.concatenate(xs, axis=axis)
+
+
+LOWER: dict[str, Callable[[ir.Layer, Any, Ctx], Array]] = {
     "Dense": lower_dense,
     "Conv2D": lower_conv2d,
     "ConvTranspose2D": lower_conv_transpose2d,
@@ -309,6 +253,8 @@ LOWER: dict[str, Callable[[ir.Layer, Array, Ctx], Array]] = {
     "Flatten": lower_flatten,
     "Reshape": lower_reshape,
     "Dropout": lower_dropout,
+    "Add": lower_add,
+    "Concat": lower_concat,
     **{kind: lower_activation for kind in ACTIVATION_LAYERS},
 }
 
@@ -339,8 +285,15 @@ class SpeccModule(nn.Module):
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
         ctx = Ctx(train=train, precision=self.precision)
-        final = self.model.final_activation_index()
+        final = self.model.final_activation_index() if self.logits else None
+        values = {ir.INPUT: (x, CF)}  # node name -> (array, its layout)
+        y, layout = x, CF
         for i, layer in enumerate(self.model.layers):
-            ctx.strip_activation = self.logits and i == final
-            x = LOWER[layer.kind](layer, x, ctx)
-        return ctx.channels_first(x)
+            inputs = [values[name] for name in layer.inputs]
+            ctx.layout, ctx.input_layouts = inputs[0][1], tuple(held for _, held in inputs)
+            ctx.strip_activation = i == final
+            arg = [array for array, _ in inputs] if layer.is_merge else inputs[0][0]
+            y = LOWER[layer.kind](layer, arg, ctx)
+            layout = ctx.layout if y.ndim == 4 else CF
+            values[layer.name] = (y, layout)
+        return to_layout(y, layout, CF)

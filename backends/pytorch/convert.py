@@ -3,7 +3,7 @@
 Every conversion is a transpose and/or a reordering of gate blocks, so the
 round trip canonical -> native -> canonical is bit-identical. Native keys are
 the built Net's state_dict keys: "<submodule>.<param>", the submodule named
-after the IR layer (see layers.module_names).
+after the IR layer (see net.module_names).
 
 `RULES` is one explicit table keyed by the catalogue kind: for each canonical
 param, the native param(s) it becomes and the two exact mappings.
@@ -19,7 +19,7 @@ import torch
 
 from specc.ir import Layer, Model
 
-from .layers import module_names
+from .net import module_names
 
 
 @dataclass(frozen=True)

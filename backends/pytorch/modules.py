@@ -1,0 +1,312 @@
+"""The torch modules specc lowers IR layers to (see layers.py for the table).
+
+Every module works on batches in the IR's channels-first layout ([N, C, H, W],
+[N, T, F], [N, F]). Where torch's native meaning differs from the contract's:
+- Conv2D: symmetric pads go to F.conv2d's own `padding`; asymmetric ones (TF/XLA
+  'same' with an odd total) are applied first with F.pad.
+- ConvTranspose2D: the IR's `padding` is the (low, high) crop of the full
+  transposed output of length (H-1)*s + k, a negative high meaning the output
+  extends past it (those positions hold only the bias). It maps onto torch's
+  `padding=low, output_padding=max(low-high, 0)` plus a slice of any remaining
+  `high-low` at the end; a crop that cannot be expressed that way falls back to
+  an unpadded transposed conv, F.pad, then the bias.
+- MaxPool/AvgPool: padded positions never count. Symmetric pads that torch
+  accepts (at most half the window) use the native op (AvgPool with
+  count_include_pad=False, which divides by the real values only); otherwise
+  the input is padded explicitly (-inf for max; zeros for avg, whose result is
+  then rescaled by window size / number of real values, a constant buffer).
+- BatchNorm: a module holding gamma/beta as parameters and the moving stats as
+  buffers in the Keras convention; training mode normalises with the biased
+  batch variance and updates `moving = m*moving + (1-m)*batch` (Keras), which
+  nn.BatchNorm (unbiased variance, other momentum convention) cannot do.
+- Add/Concat: the merge nodes of a graph take their inputs as positional
+  arguments, in the IR node's input order.
+The recurrent layers are in recurrent.py.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+from typing import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from specc.catalogue import LEAKY_RELU_SLOPE
+
+# ---------------------------------------------------------------- activations
+
+
+def _softmax(x: torch.Tensor) -> torch.Tensor:
+    return torch.softmax(x, dim=-1)
+
+
+ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
+    "linear": None,
+    "relu": torch.relu,
+    "sigmoid": torch.sigmoid,
+    "tanh": torch.tanh,
+    "softmax": _softmax,
+    "leaky_relu": partial(F.leaky_relu, negative_slope=LEAKY_RELU_SLOPE),
+    "gelu": F.gelu,  # exact erf form (approximate="none")
+    "elu": F.elu,
+    "silu": F.silu,
+}
+
+
+def activation_fn(name: str):
+    if name not in ACTIVATIONS:
+        raise ValueError(f"the torch backend does not support activation '{name}'")
+    return ACTIVATIONS[name]
+
+
+def _act_repr(fn) -> str:
+    for name, f in ACTIVATIONS.items():
+        if f is fn:
+            return name
+    return repr(fn)
+
+
+# ---------------------------------------------------------------- modules
+
+
+class Dense(nn.Linear):
+    """nn.Linear (weight [out, in]) with a fused activation; any leading axes."""
+
+    def __init__(self, in_features: int, units: int, bias: bool, activation: str):
+        super().__init__(in_features, units, bias=bias)
+        self.act = activation_fn(activation)
+
+    def forward(self, x):
+        y = F.linear(x, self.weight, self.bias)
+        return y if self.act is None else self.act(y)
+
+    def extra_repr(self) -> str:
+        return super().extra_repr() + f", activation={_act_repr(self.act)}"
+
+
+class Conv2D(nn.Module):
+    """F.conv2d (weight OIHW) with explicit, possibly asymmetric, zero pads."""
+
+    def __init__(self, in_channels, filters, kernel, stride, dilation, padding, bias, activation):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(filters, in_channels, *kernel))
+        self.bias = nn.Parameter(torch.empty(filters)) if bias else None
+        self.stride, self.dilation = tuple(stride), tuple(dilation)
+        (top, bottom), (left, right) = padding
+        if top == bottom and left == right:
+            self.padding, self.pre_pad = (top, left), None
+        else:
+            self.padding, self.pre_pad = (0, 0), (left, right, top, bottom)
+        self.act = activation_fn(activation)
+
+    def forward(self, x):
+        if self.pre_pad is not None:
+            x = F.pad(x, self.pre_pad)
+        y = F.conv2d(x, self.weight, self.bias, self.stride, self.padding, self.dilation)
+        return y if self.act is None else self.act(y)
+
+    def extra_repr(self) -> str:
+        o, i, kh, kw = self.weight.shape
+        pads = self.padding if self.pre_pad is None else f"pad{self.pre_pad}"
+        return (f"{i}, {o}, kernel=({kh}, {kw}), stride={self.stride}, padding={pads}, "
+                f"dilation={self.dilation}, bias={self.bias is not None}, activation={_act_repr(self.act)}")
+
+
+class ConvTranspose2D(nn.Module):
+    """F.conv_transpose2d (weight [in, out, kh, kw]) cropped (lo, hi) per axis."""
+
+    def __init__(self, in_channels, filters, kernel, stride, crop, bias, activation):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(in_channels, filters, *kernel))
+        self.bias = nn.Parameter(torch.empty(filters)) if bias else None
+        self.stride = tuple(stride)
+        self.crop = tuple(tuple(c) for c in crop)
+        self.act = activation_fn(activation)
+        native = all(lo >= 0 and lo - hi < s for (lo, hi), s in zip(self.crop, self.stride))
+        if native:
+            # torch keeps ext[p : L + op - p] of the (bias-extended) full output.
+            self.padding = tuple(lo for lo, _ in self.crop)
+            self.output_padding = tuple(max(lo - hi, 0) for lo, hi in self.crop)
+            self.end_crop = tuple(max(hi - lo, 0) for lo, hi in self.crop)
+            self.post_pad = None
+        else:
+            self.padding, self.output_padding, self.end_crop = (0, 0), (0, 0), (0, 0)
+            # F.pad with negative amounts crops, with positive ones appends zeros.
+            (t, b), (l, r) = self.crop
+            self.post_pad = (-l, -r, -t, -b)
+
+    def forward(self, x):
+        if self.post_pad is None:
+            y = F.conv_transpose2d(x, self.weight, self.bias, self.stride, self.padding, self.output_padding)
+            eh, ew = self.end_crop
+            if eh or ew:
+                y = y[..., : y.shape[-2] - eh, : y.shape[-1] - ew]
+        else:
+            y = F.pad(F.conv_transpose2d(x, self.weight, None, self.stride), self.post_pad)
+            if self.bias is not None:
+                y = y + self.bias[:, None, None]
+        return y if self.act is None else self.act(y)
+
+    def extra_repr(self) -> str:
+        i, o, kh, kw = self.weight.shape
+        return (f"{i}, {o}, kernel=({kh}, {kw}), stride={self.stride}, crop={self.crop}, "
+                f"bias={self.bias is not None}, activation={_act_repr(self.act)}")
+
+
+def _native_pool_padding(size, pads) -> tuple[int, int] | None:
+    """Torch's own pool padding when it can express `pads` (symmetric, <= k/2)."""
+    if all(lo == hi and 2 * lo <= k for (lo, hi), k in zip(pads, size)):
+        return (pads[0][0], pads[1][0])
+    return None
+
+
+class MaxPool(nn.Module):
+    def __init__(self, size, stride, pads):
+        super().__init__()
+        self.size, self.stride = tuple(size), tuple(stride)
+        self.padding = _native_pool_padding(size, pads)
+        (t, b), (l, r) = pads
+        self.pre_pad = None if self.padding is not None else (l, r, t, b)
+
+    def forward(self, x):
+        if self.pre_pad is None:
+            return F.max_pool2d(x, self.size, self.stride, self.padding)
+        return F.max_pool2d(F.pad(x, self.pre_pad, value=float("-inf")), self.size, self.stride)
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, stride={self.stride}, padding={self.padding if self.pre_pad is None else self.pre_pad}"
+
+
+class AvgPool(nn.Module):
+    def __init__(self, size, stride, pads, in_hw):
+        super().__init__()
+        self.size, self.stride = tuple(size), tuple(stride)
+        self.padding = _native_pool_padding(size, pads)
+        (t, b), (l, r) = pads
+        self.pre_pad = None if self.padding is not None else (l, r, t, b)
+        if self.pre_pad is not None:
+            # avg_pool of the zero-padded input divides by kh*kw; rescale each
+            # output position to divide by its number of real values instead.
+            mask = F.pad(torch.ones(1, 1, *in_hw, dtype=torch.float64), self.pre_pad)
+            count = F.avg_pool2d(mask, self.size, self.stride) * (self.size[0] * self.size[1])
+            scale = (self.size[0] * self.size[1]) / count.round()
+            self.register_buffer("scale", scale[0, 0].to(torch.float32), persistent=False)
+
+    def forward(self, x):
+        if self.pre_pad is None:
+            return F.avg_pool2d(x, self.size, self.stride, self.padding, count_include_pad=False)
+        return F.avg_pool2d(F.pad(x, self.pre_pad), self.size, self.stride) * self.scale
+
+    def extra_repr(self) -> str:
+        return f"size={self.size}, stride={self.stride}, padding={self.padding if self.pre_pad is None else self.pre_pad}"
+
+
+class GlobalAvgPool(nn.Module):
+    def forward(self, x):
+        return x.mean(dim=(-2, -1))
+
+
+class BatchNorm(nn.Module):
+    """Keras BatchNormalization: gamma/beta parameters, moving stats as buffers.
+
+    `axis` is the feature axis within one sample (0 for [C, H, W] and [F], 1 for
+    [T, F]). Training mode normalises with the biased batch variance and updates
+    the buffers as moving = moving*momentum + batch*(1 - momentum), momentum in
+    the Keras convention, batch variance biased (as Keras does).
+    """
+
+    def __init__(self, channels: int, momentum: float, epsilon: float, axis: int, rank: int):
+        super().__init__()
+        self.weight = nn.Parameter(torch.ones(channels))
+        self.bias = nn.Parameter(torch.zeros(channels))
+        self.register_buffer("running_mean", torch.zeros(channels))
+        self.register_buffer("running_var", torch.ones(channels))
+        self.momentum, self.eps = float(momentum), float(epsilon)
+        # F.batch_norm wants the features on batch axis 1.
+        self.transpose = axis != 0 and rank > 1
+        self.feature_axis = axis + 1
+
+    def forward(self, x):
+        if self.transpose:
+            x = x.transpose(1, self.feature_axis)
+        if self.training:
+            with torch.no_grad():
+                dims = [0] + list(range(2, x.dim()))
+                var, mean = torch.var_mean(x, dim=dims, correction=0)
+                m = self.momentum
+                self.running_mean.copy_(self.running_mean * m + mean * (1.0 - m))
+                self.running_var.copy_(self.running_var * m + var * (1.0 - m))
+            if x.numel() > x.shape[1]:
+                y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
+            else:  # one value per feature, which F.batch_norm refuses
+                view = (1, -1) + (1,) * (x.dim() - 2)
+                var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
+                y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(view) + self.bias.view(view)
+        else:
+            y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        if self.transpose:
+            y = y.transpose(1, self.feature_axis)
+        return y
+
+    def extra_repr(self) -> str:
+        return f"{self.weight.numel()}, momentum={self.momentum} (keras), epsilon={self.eps}, axis={self.feature_axis - 1}"
+
+
+class Embedding(nn.Embedding):
+    def forward(self, x):
+        return F.embedding(x.long(), self.weight)
+
+
+class Reshape(nn.Module):
+    def __init__(self, shape):
+        super().__init__()
+        self.shape = tuple(shape)
+
+    def forward(self, x):
+        return x.reshape(x.shape[0], *self.shape)
+
+    def extra_repr(self) -> str:
+        return f"shape={list(self.shape)}"
+
+
+class Activation(nn.Module):
+    """An activation layer by name, from ACTIVATIONS; LeakyReLU passes its alpha."""
+
+    def __init__(self, name: str, alpha: float | None = None):
+        super().__init__()
+        self.name = name
+        self.fn = partial(F.leaky_relu, negative_slope=alpha) if alpha is not None else activation_fn(name)
+
+    def forward(self, x):
+        return x if self.fn is None else self.fn(x)
+
+    def extra_repr(self) -> str:
+        return self.name
+
+
+# ---------------------------------------------------------------- merges
+
+
+class Add(nn.Module):
+    """Keras's Add: the element-wise sum of inputs of one shape."""
+
+    def forward(self, first, *rest):
+        for x in rest:
+            first = first + x
+        return first
+
+
+class Concat(nn.Module):
+    """Keras's Concatenate along `axis` of the channels-first sample (batch axis + 1)."""
+
+    def __init__(self, axis: int):
+        super().__init__()
+        self.dim = axis + 1
+
+    def forward(self, *xs):
+        return torch.cat(xs, dim=self.dim)
+
+    def extra_repr(self) -> str:
+        return f"axis={self.dim - 1}"
