@@ -92,16 +92,49 @@ class LayerStmt:
     name_span: Span | None = None
 
 
+# ---------------------------------------------------------------- version 2: graphs
+# A body is a tuple of statements: Input | LayerStmt | Residual | Repeat | Concat.
+# `keyword` spans cover only the opening word, so a caret underlines it alone.
+
+
 @dataclass(frozen=True)
-class Residual:  # reserved for a later version
+class Residual:
+    body: tuple
+    shortcut: tuple | None  # None: the identity
+    span: Span
+    keyword: Span
+
+
+@dataclass(frozen=True)
+class Repeat:
+    count: "Expr"
     body: tuple
     span: Span
+    keyword: Span
+
+
+@dataclass(frozen=True)
+class Branch:
+    body: tuple
+    span: Span
+    keyword: Span
+
+
+@dataclass(frozen=True)
+class Concat:
+    args: tuple[Argument, ...]
+    branches: tuple[Branch, ...]
+    span: Span
+    keyword: Span
+
+
+Statement = Union[Input, LayerStmt, Residual, Repeat, Concat]
 
 
 @dataclass(frozen=True)
 class ModelDef:
     name: str
-    body: tuple  # Input | LayerStmt | Residual
+    body: tuple  # of Statement
     span: Span
     name_span: Span
 
@@ -131,17 +164,25 @@ class Let:
 
 
 @dataclass(frozen=True)
-class Import:  # reserved for a later version
+class Import:
     path: str
     span: Span
 
 
 @dataclass(frozen=True)
-class BlockDef:  # reserved for a later version
+class Parameter:
     name: str
-    params: tuple[str, ...]
-    body: tuple
+    default: "Expr | None"  # None: the argument is required
     span: Span
+
+
+@dataclass(frozen=True)
+class BlockDef:
+    name: str
+    params: tuple[Parameter, ...]
+    body: tuple  # of Statement
+    span: Span
+    name_span: Span
 
 
 @dataclass(frozen=True)

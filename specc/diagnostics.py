@@ -10,7 +10,10 @@ from __future__ import annotations
 
 import difflib
 from dataclasses import dataclass, field
-from typing import Iterable, Sequence
+from typing import Iterable, Mapping, Sequence, Union
+
+# One file's text, or the texts of several files by name (a file and its imports).
+Sources = Union[str, Mapping[str, str], None]
 
 
 @dataclass(frozen=True)
@@ -80,15 +83,23 @@ class SpecError(Exception):
 
     `.diagnostics` lists every problem found; each has `.file .line .column
     .message .hint`. `str(err)` is the rendered report, as the CLI prints it.
+    `source` is the text the diagnostics point into, or, when they point into
+    several files (imports), a mapping from file name to text: each diagnostic
+    is shown with its own file's source line.
     """
 
-    def __init__(self, diagnostics: Sequence[Diagnostic], source: str | None = None):
+    def __init__(self, diagnostics: Sequence[Diagnostic], source: Sources = None):
         self.diagnostics = list(diagnostics)
         self.source = source
         super().__init__(self.render())
 
+    def source_of(self, d: Diagnostic) -> str | None:
+        if isinstance(self.source, Mapping):
+            return self.source.get(d.file) if d.file is not None else None
+        return self.source
+
     def render(self) -> str:
-        return "\n".join(d.render(self.source) for d in self.diagnostics)
+        return "\n".join(d.render(self.source_of(d)) for d in self.diagnostics)
 
     # Convenience for the common single-error case.
     @property
@@ -133,19 +144,44 @@ def suggestion(word: str, known: Iterable[str], what: str = "") -> str | None:
     return None
 
 
+class Reported(Exception):
+    """An error already reported; abandons the construct being checked."""
+
+
 @dataclass
 class Collector:
-    """Accumulates diagnostics during a pass; raises once at the end."""
+    """Accumulates diagnostics during a pass; raises once at the end.
+
+    A message already reported at the same place is not repeated: a block's
+    body is checked once per call, and a mistake in it is one mistake.
+    `count` counts every report, repeats included, so a pass can tell whether
+    anything went wrong while it ran. `context`, while set, is added to every
+    hint (which block call a mistake in a block's body comes from)."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
+    count: int = 0
+    context: str | None = None
+    _seen: set = field(default_factory=set)
 
     def error(self, message: str, span: Span | None = None, hint: str | None = None) -> None:
-        self.diagnostics.append(Diagnostic(message, span, hint))
+        self.count += 1
+        if self.context:
+            hint = f"{hint}; {self.context}" if hint else self.context
+        if (message, span) not in self._seen:
+            self._seen.add((message, span))
+            self.diagnostics.append(Diagnostic(message, span, hint))
 
-    def raise_if_any(self, source: str | None) -> None:
-        if self.diagnostics:
-            ordered = sorted(
-                self.diagnostics,
-                key=lambda d: (d.span.line, d.span.column) if d.span else (0, 0),
-            )
-            raise SpecError(ordered, source)
+    def add(self, diagnostics: Iterable[Diagnostic]) -> None:
+        for d in diagnostics:
+            self.error(d.message, d.span, d.hint)
+
+    def raise_if_any(self, source: Sources) -> None:
+        """Sorted by file (in the order of `source` when it maps several), line, column."""
+        if not self.diagnostics:
+            return
+        rank = {name: i for i, name in enumerate(source)} if isinstance(source, Mapping) else {}
+
+        def key(d: Diagnostic):
+            return (rank.get(d.file, len(rank)), d.span.line, d.span.column) if d.span else (-1, 0, 0)
+
+        raise SpecError(sorted(self.diagnostics, key=key), source)

@@ -1,5 +1,6 @@
 """Text to AST: the lark LALR parser, a post-lexer for bracketed newlines, a
-Transformer that builds `specc.ast` nodes with spans, and syntax-error wording.
+Transformer that builds `specc.ast` nodes with spans, and the limits on
+nesting (syntax errors are worded in specc.syntax_errors).
 
 Syntax errors are recovered from line by line (the failing line is blanked and
 the file parsed again), so a file with several broken lines reports them all.
@@ -11,11 +12,12 @@ import ast as pyast
 import functools
 from importlib import resources
 
-from lark import Lark, Token, Transformer, v_args
-from lark.exceptions import UnexpectedCharacters, UnexpectedEOF, UnexpectedInput, UnexpectedToken, VisitError
+from lark import Lark, Token, Transformer, Tree, v_args
+from lark.exceptions import UnexpectedInput, VisitError
 
 from . import ast
 from .diagnostics import Diagnostic, SpecError, Span
+from .syntax_errors import syntax_diagnostic
 
 MAX_RECOVERED_ERRORS = 20
 
@@ -114,12 +116,7 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def call(self, meta, children):
         name, *args = children
-        arguments = tuple(
-            a if isinstance(a, ast.Argument) else ast.Argument(None, a, a.span)
-            for a in args
-            if a is not None
-        )
-        return ast.CallExpr(str(name), arguments, self._s(meta), self._t(name))
+        return ast.CallExpr(str(name), self.concat_args(args), self._s(meta), self._t(name))
 
     # -- statements
     @v_args(meta=True)
@@ -132,9 +129,43 @@ class _ToAst(Transformer):
         name, call = children
         return ast.LayerStmt(str(name) if name else None, call, self._s(meta), self._t(name) if name else None)
 
+    # -- version 2: graphs and blocks
+    def _keyword(self, meta, word: str) -> Span:
+        return Span(self.f, meta.line, meta.column, meta.line, meta.column + len(word))
+
+    def group(self, children):
+        return tuple(children)
+
     @v_args(meta=True)
     def residual(self, meta, children):
-        return ast.Residual(tuple(children), self._s(meta))
+        body, shortcut = children
+        return ast.Residual(body, shortcut, self._s(meta), self._keyword(meta, "residual"))
+
+    def shortcut(self, children):
+        return children[0]
+
+    @v_args(meta=True)
+    def repeat(self, meta, children):
+        count, body = children
+        return ast.Repeat(count, body, self._s(meta), self._keyword(meta, "repeat"))
+
+    @v_args(meta=True)
+    def branch(self, meta, children):
+        return ast.Branch(children[0], self._s(meta), self._keyword(meta, "branch"))
+
+    def concat_args(self, children):
+        return tuple(a if isinstance(a, ast.Argument) else ast.Argument(None, a, a.span)
+                     for a in children if a is not None)
+
+    @v_args(meta=True)
+    def concat(self, meta, children):
+        args, *branches = children
+        return ast.Concat(args or (), tuple(branches), self._s(meta), self._keyword(meta, "concat"))
+
+    @v_args(meta=True)
+    def parameter(self, meta, children):
+        name, default = children
+        return ast.Parameter(str(name), default, self._s(meta))
 
     @v_args(meta=True)
     def model(self, meta, children):
@@ -163,142 +194,11 @@ class _ToAst(Transformer):
     @v_args(meta=True)
     def block_def(self, meta, children):
         name, *rest = children
-        params = tuple(str(c) for c in rest if isinstance(c, Token))
-        body = tuple(c for c in rest if c is not None and not isinstance(c, Token))
-        return ast.BlockDef(str(name), params, body, self._s(meta))
+        params = tuple(c for c in rest[:-1] if c is not None)
+        return ast.BlockDef(str(name), params, rest[-1], self._s(meta), self._t(name))
 
     def start(self, children):
         return tuple(children)
-
-
-# ---------------------------------------------------------------- errors
-
-_TOKEN_WORDS = {
-    "NAME": "a name", "NUMBER": "a number", "STRING": "a string",
-    "LPAR": "'('", "RPAR": "')'", "LSQB": "'['", "RSQB": "']'", "LBRACE": "'{'", "RBRACE": "'}'",
-    "COMMA": "','", "EQUAL": "'='", "COLON": "':'", "SEMICOLON": "';'", "_NL": "a new line",
-    "PLUS": "'+'", "MINUS": "'-'", "STAR": "'*'", "SLASH": "'/'", "PERCENT": "'%'",
-    "__ANON_0": "'//'", "__ANON_1": "'**'", "$END": "the end of the file",
-}
-
-
-def _word(token_type: str) -> str:
-    if token_type in _TOKEN_WORDS:
-        return _TOKEN_WORDS[token_type]
-    if token_type.isupper() and token_type.isalpha():
-        return f"'{token_type.lower()}'"  # keywords: MODEL -> 'model'
-    return token_type
-
-
-def _expected(expected) -> str:
-    words = sorted({_word(t) for t in expected if not t.startswith("__ANON") and t != "_NL"} |
-                   ({"a new line"} if "_NL" in expected else set()))
-    if not words:
-        return ""
-    if len(words) > 6:
-        # Inside a call or list almost anything may follow; the useful part is
-        # which separator or closing bracket would have been accepted.
-        closers = [w for w in ("','", "')'", "']'") if w in words]
-        return "; expected " + " or ".join(closers) if closers else "; expected a statement or an expression"
-    return "; expected " + (", ".join(words[:-1]) + " or " + words[-1] if len(words) > 1 else words[0])
-
-
-def _shown(tok: Token) -> str:
-    if tok.type == "_NL":
-        return "end of line"
-    if tok.type == "$END":
-        return "end of file"
-    return f"'{tok}'"
-
-
-def _syntax_diagnostic(err: UnexpectedInput, text: str, filename: str, original: str | None = None) -> Diagnostic:
-    """`text` is what the parser saw (earlier broken lines blanked, so offsets
-    refer to it); `original` is the file as written, for the end-of-file position."""
-    line, col = max(err.line, 1), max(err.column, 1)
-    if isinstance(err, UnexpectedCharacters):
-        ch = text[err.pos_in_stream] if err.pos_in_stream < len(text) else ""
-        hint = {
-            "'": 'strings use double quotes: "path/to/file.npz"',
-            "{": "a block opens after `model NAME` or `train NAME`",
-            "=": "a setting is `key = value`, inside a train block",
-            "@": "specc has no decorators or operators with '@'",
-        }.get(ch, "identifiers are letters, digits and _; numbers like 12, 0.5, 1e-3")
-        return Diagnostic(f"unexpected character {ch!r}", Span.point(filename, line, col), hint)
-
-    if isinstance(err, UnexpectedEOF) or (isinstance(err, UnexpectedToken) and err.token.type == "$END"):
-        lines = (original if original is not None else text).splitlines() or [""]
-        line = len(lines)
-        col = len(lines[-1]) + 1 if lines else 1
-        expected = getattr(err, "expected", None) or getattr(err, "accepts", set())
-        unclosed = _unclosed_bracket(text)
-        if unclosed:
-            opener, open_line = unclosed
-            closer = {"{": "}", "(": ")", "[": "]"}[opener]
-            hint = f"the '{opener}' on line {open_line} is never closed; add a '{closer}'"
-        else:
-            hint = "the last statement is incomplete"
-        return Diagnostic("unexpected end of file" + _expected(expected), Span.point(filename, line, col), hint)
-
-    tok = err.token
-    expected = err.accepts or err.expected
-    span = Span(filename, tok.line, tok.column, tok.end_line, tok.end_column) if tok.type != "_NL" \
-        else Span.point(filename, line, col)
-    message = f"unexpected {_shown(tok)}" + _expected(expected)
-    hint = None
-    if "RPAR" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB") and tok.line > _open_line(err):
-        unclosed = _unclosed_bracket(text[: tok.start_pos]) if tok.start_pos is not None else None
-        where = f"on line {unclosed[1]}" if unclosed and unclosed[0] == "(" else "on an earlier line"
-        hint = f"the '(' {where} is never closed; add a ')'"
-    elif "COMMA" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB"):
-        hint = "separate arguments and list items with ','"
-    elif tok.type == "EQUAL":
-        hint = "`key = value` settings belong in a train block; a layer argument is written key=value inside ( )"
-    elif tok.type == "NAME" and "LPAR" in expected:
-        hint = f"a layer is a call, e.g. {tok}(...); a name is written `name: Layer(...)`"
-    elif tok.type == "NAME" and "_NL" in expected:
-        hint = "put each statement on its own line or separate them with ';'"
-    elif tok.type == "LBRACE":
-        hint = "blocks are `model NAME { ... }` and `train NAME { ... }`"
-    elif tok.type in ("RSQB", "RPAR", "RBRACE"):
-        hint = "brackets must be balanced"
-    return Diagnostic(message, span, hint)
-
-
-def _unclosed_bracket(text: str) -> tuple[str, int] | None:
-    """The innermost bracket left open at the end of the text, and its line
-    (comments and strings skipped), or None when all are balanced."""
-    stack: list[tuple[str, int]] = []
-    pairs = {")": "(", "]": "[", "}": "{"}
-    line, i, n = 1, 0, len(text)
-    while i < n:
-        c = text[i]
-        if c == "\n":
-            line += 1
-        elif c == "#":
-            i = text.find("\n", i)
-            if i < 0:
-                break
-            continue
-        elif c == '"':  # skip the string; an unterminated one ends at the line's end
-            i += 1
-            while i < n and text[i] not in '"\n':
-                i += 2 if text[i] == "\\" and text[i + 1 : i + 2] not in ("", "\n") else 1
-            if i < n and text[i] == "\n":
-                continue
-        elif c in "([{":
-            stack.append((c, line))
-        elif c in pairs and stack and stack[-1][0] == pairs[c]:
-            stack.pop()
-        i += 1
-    return stack[-1] if stack else None
-
-
-def _open_line(err: UnexpectedToken) -> int:
-    # The line of the token the parser last shifted, if it knows it.
-    try:
-        return err.interactive_parser.parser_state.value_stack[-1].line  # type: ignore[union-attr]
-    except Exception:  # noqa: BLE001 - best effort, only for a hint
-        return err.token.line
 
 
 def decode(data: bytes, filename: str) -> str:
@@ -333,32 +233,55 @@ def parse(text: str, filename: str = "<string>") -> ast.File:
             tree = parser().parse(current)
             break
         except UnexpectedInput as err:
-            diag = _syntax_diagnostic(err, current, filename, original=text)
+            diag = syntax_diagnostic(err, current, filename, original=text)
             if diag in diagnostics:  # blanking a line changed nothing (e.g. at end of file)
                 break
             diagnostics.append(diag)
             if not _blank_line(current, diag.line):
                 break
             current = _blank_line(current, diag.line)
-        except RecursionError:
-            diagnostics.append(too_deep(filename))
-            break
     if diagnostics:
         raise SpecError(diagnostics, text)
+    deep = _too_deep_in(tree, filename)
+    if deep is not None:
+        raise SpecError([deep], text)
     try:
         items = _ToAst(filename).transform(tree)
-    except RecursionError:
-        raise SpecError([too_deep(filename)], text) from None
     except VisitError as err:  # lark wraps what a transformer method raises
-        if isinstance(err.orig_exc, RecursionError):
-            raise SpecError([too_deep(filename)], text) from None
-        raise
+        raise err.orig_exc from None
     return ast.File(tuple(items), filename)
 
 
-def too_deep(filename: str) -> Diagnostic:
-    return Diagnostic("this expression is nested too deeply", Span.point(filename, 1, 1),
-                      "simplify the expression, or split it with `let`")
+# Deeper expressions than this are refused before they reach recursive code
+# (the transformer, the checker's evaluator); nobody writes them by hand.
+MAX_NESTING = 200
+_EXPRESSION_RULES = {"add", "sub", "mul", "div", "floordiv", "mod", "neg", "pos", "pow", "list"}
+_NESTING_STATEMENTS = {"residual", "repeat", "concat"}
+
+
+def _too_deep_in(tree, filename: str) -> Diagnostic | None:
+    """A diagnostic at the start of the first expression nested more than
+    MAX_NESTING deep, or None; walks the tree without recursion."""
+    stack = [(tree, 0, None)]
+    while stack:
+        node, depth, root = stack.pop()
+        if not isinstance(node, Tree):
+            continue
+        if root is None and (node.data in _EXPRESSION_RULES or node.data in _NESTING_STATEMENTS):
+            root = node
+        if depth > MAX_NESTING and root is not None:
+            return too_deep(filename, root.meta.line, root.meta.column,
+                            "statements" if root.data in _NESTING_STATEMENTS else "expression")
+        stack.extend((child, depth + 1 if root is not None else 0, root) for child in node.children)
+    return None
+
+
+def too_deep(filename: str, line: int = 1, column: int = 1, what: str = "expression") -> Diagnostic:
+    if what == "statements":
+        return Diagnostic("these statements are nested too deeply", Span.point(filename, line, column),
+                          f"split them into blocks (at most {MAX_NESTING // 2} levels of residual, repeat or concat)")
+    return Diagnostic("this expression is nested too deeply", Span.point(filename, line, column),
+                      f"simplify the expression, or split it with `let` (at most {MAX_NESTING} levels)")
 
 
 def _blank_line(text: str, line: int | None) -> str | None:

@@ -51,6 +51,8 @@ CASES = {
     "unknown_activation": (3, 16, "unknown activation 'rellu'", "did you mean relu?"),
     "unknown_padding": (3, 26, "unknown padding 'sme'", "did you mean same?"),
     "unknown_constant": (5, 11, "unknown name 'hiden'", "did you mean hidden?"),
+    "let_unknown_name": (2, 13, "unknown name 'hiden'", "did you mean hidden?"),
+    "nested_too_deeply": (3, 9, "this expression is nested too deeply", "split it with `let`"),
     # ---------------------------------------------------------------- arguments
     "too_many_positional": (3, 15, "Dense takes 1 positional argument (units), got 2", "name the others"),
     "missing_required_argument": (3, 5, "Conv2D needs kernel", "Conv2D(filters, kernel;"),
@@ -85,17 +87,13 @@ CASES = {
     "train_cross_entropy_on_sigmoid": (8, 12, "cross_entropy expects the model to end in softmax",
                                        "use loss = binary_cross_entropy"),
     "train_bad_validation_split": (7, 18, "validation_split must be in [0, 1)", "validation_split=0.2"),
-    # ---------------------------------------------------------------- reserved for later versions
-    "reserved_block": (1, 1, "`block` is reserved for a later version", "write the layers out"),
-    "reserved_residual": (3, 5, "`residual` is reserved for a later version", "plain stack of layers"),
-    "reserved_import": (1, 1, "`import` is reserved for a later version", "copy the model"),
     # ---------------------------------------------------------------- not text
     "binary_nul": (3, 1, "contains a NUL byte", "UTF-8 text"),
     "not_utf8": (1, 6, "byte 0xe9 is not valid UTF-8", "save the file as UTF-8"),
 }
 
 # Cases with more than one diagnostic, tested on their own below.
-MULTI = {"several_errors", "several_syntax_errors"}
+MULTI = {"several_errors", "several_syntax_errors", "let_failed_no_follow_on"}
 
 
 @pytest.mark.parametrize("case", sorted(CASES))
@@ -167,6 +165,113 @@ def test_several_syntax_errors_reported_together():
     assert [d.message.split(";")[0] for d in diags] == [
         "unexpected 'activation'", "unexpected character '$'", "unexpected ')'"]
     assert all(d.hint for d in diags)
+
+
+def test_a_failed_let_is_reported_once_and_its_uses_stay_silent():
+    diags = diagnostics_of("let_failed_no_follow_on")
+    assert [(d.line, d.column, d.message) for d in diags] == [
+        (2, 11, "number too large"), (3, 12, "division by zero")]
+
+
+def test_let_of_a_known_word_aliases_it():
+    program = specc.loads("let act = relu\nlet pad = same\nlet opt = sgd\nlet loss_word = mse\n"
+                          "model m {\n input [1, 4, 4]\n Conv2D(2, 3, padding=pad, activation=act)\n}\n"
+                          "train m {\n data = mnist\n loss = loss_word\n optimizer = opt\n}\n")
+    conv = program["m"].layers[0]
+    assert (conv.attrs["activation"], conv.attrs["padding"]) == ("relu", ((1, 1), (1, 1)))
+    assert (program.trains["m"].loss, program.trains["m"].optimizer.name) == ("mse", "sgd")
+
+
+@pytest.mark.parametrize("text, message, hint", [
+    ("let a = relux\n", "unknown name 'relux'", "did you mean relu?"),
+    ("let a = 3\nlet b = aa\n", "unknown name 'aa'", "did you mean a?"),
+    ("let b = zzz\n", "unknown name 'zzz'", "define it above with `let zzz = ...`"),
+])
+def test_let_of_an_unknown_word_is_a_diagnostic_at_that_let(text, message, hint):
+    with pytest.raises(specc.SpecError) as info:
+        specc.loads(text, filename="let.spec")
+    (d,) = info.value.diagnostics
+    assert (d.line, d.message, d.hint) == (text.count("\n"), message, hint)
+
+
+@pytest.mark.parametrize("setting, message, hint", [
+    ("optimizer = adam(lrr=0.1)", "adam has no argument 'lrr'", "did you mean lr?"),
+    ("optimizer = adam(0.1, 0.2)", "adam takes 1 positional argument (lr), got 2", "name the others: adam(lr=0.001;"),
+    ("optimizer = sgd(lr=0.1, lr=0.2)", "argument 'lr' is given twice", "give each argument once; sgd takes sgd("),
+    ("schedule = step()", "step needs every", "step takes step(every, factor=0.1)"),
+    ("schedule = step(factor=0.5, 3)", "a positional argument cannot follow a keyword argument",
+     "put positional arguments first"),
+    ("data = npz(3)", "npz: path must be a string in double quotes, got 3", 'npz("data.npz")'),
+    ("optimizer = adam(lr=-1)", "adam: lr must be positive, got -1", None),
+    ("data = mnist(validation_split=relu)", "mnist: validation_split must be a number in [0, 1), got 'relu'", None),
+])
+def test_train_calls_bind_like_layers_with_the_same_wording(setting, message, hint):
+    text = f"model m {{\n input [2]\n Dense(2)\n}}\ntrain m {{\n data = mnist\n loss = mse\n {setting}\n}}\n"
+    if setting.startswith("data"):
+        text = text.replace(" data = mnist\n", "")
+    with pytest.raises(specc.SpecError) as info:
+        specc.loads(text, filename="train.spec")
+    (d,) = info.value.diagnostics
+    assert d.message == message
+    assert hint is None and d.hint is None or hint in d.hint
+
+
+def test_layers_and_calls_share_one_binder():
+    """The same mistake in a layer and in an optimizer reads the same."""
+    def message(text):
+        with pytest.raises(specc.SpecError) as info:
+            specc.loads(text)
+        return info.value.message
+
+    layer = message("model m {\n input [2]\n Dense(2, unitz=1)\n}\n")
+    call = message("model m {\n input [2]\n Dense(2)\n}\ntrain m {\n data = mnist\n loss = mse\n"
+                   " optimizer = adam(lrr=1)\n}\n")
+    assert (layer, call) == ("Dense has no argument 'unitz'", "adam has no argument 'lrr'")
+
+
+def test_synthetic_test_samples_default_is_the_documented_one():
+    """data.py documents test_samples=max(1, samples // 5): the IR carries that value."""
+    def data(args):
+        text = f"model m {{\n input [4]\n Dense(3)\n}}\ntrain m {{\n data = synthetic({args})\n loss = mse\n}}\n"
+        return dict(specc.loads(text).trains["m"].data.args)
+
+    assert data("samples=100")["test_samples"] == 20
+    assert data("samples=3")["test_samples"] == 1
+    assert data("")["test_samples"] == 200
+    assert data("samples=100, test_samples=7")["test_samples"] == 7
+
+
+def test_synthetic_data_has_the_default_number_of_test_samples():
+    pytest.importorskip("numpy")
+    from specc.data import load_dataset
+
+    train = specc.loads("model m {\n input [4]\n Dense(3)\n}\ntrain m {\n data = synthetic(samples=100, "
+                        "classes=3)\n loss = mse\n}\n").trains["m"]
+    assert len(load_dataset(train.data, (4,), "float32").x_test) == 20
+
+
+def test_every_terminal_is_named_and_worded():
+    """New tokens cannot renumber generated names (__ANON_0) that syntax errors rely on."""
+    from specc.parse import parser
+    from specc.syntax_errors import _TOKEN_WORDS, _word
+
+    names = {t.name for t in parser().terminals}
+    assert not [n for n in names if n.startswith("__")]
+    for name in names - {"WS", "COMMENT"}:
+        assert _word(name) != name or name in _TOKEN_WORDS, name
+
+
+@pytest.mark.parametrize("opener, closer", [("[", "]"), ("-", ""), ("+", "")])
+def test_nesting_is_reported_where_it_starts_for_every_kind(opener, closer):
+    text = "let a = 1\nmodel m {\n    input [3]\n    Dense(1 + " + opener * 400 + "1" + closer * 400 + ")\n}\n"
+    with pytest.raises(specc.SpecError) as info:
+        specc.loads(text)
+    (d,) = info.value.diagnostics
+    assert (d.line, d.column, d.message) == (4, 11, "this expression is nested too deeply")
+
+
+def test_parentheses_alone_do_not_nest():
+    assert specc.loads("let a = " + "(" * 3000 + "1" + ")" * 3000 + "\n").constants["a"] == 1
 
 
 def test_errors_in_several_models_do_not_hide_each_other():
