@@ -40,8 +40,9 @@ class Plan:
 
 
 def make_plan(model: Model, train: Train, train_samples: int, accuracy: str | None = None) -> Plan:
-    """`accuracy` is how predictions are scored against this data's targets
-    (specc.runner.accuracy_kind); None: no accuracy."""
+    """`accuracy` is how predictions would be scored against this data's
+    targets (specc.runner.accuracy_kind); it is kept only when the train block
+    asks for it (`metrics = [accuracy]`), so nothing else is computed."""
     final = model.final_activation
     fused_with = FUSED_ACTIVATION.get(train.loss)
     fused = fused_with is not None and final == fused_with
@@ -57,7 +58,7 @@ def make_plan(model: Model, train: Train, train_samples: int, accuracy: str | No
         epochs=train.epochs,
         seed=train.seed,
         metrics=tuple(train.metrics),
-        accuracy=accuracy,
+        accuracy=accuracy if "accuracy" in train.metrics else None,
     )
 
 
@@ -91,3 +92,60 @@ def learning_rate(plan: Plan, step, xp=math):
 
 def plan_factor(factor: float, exponent, xp):
     return factor**exponent if xp is math else xp.power(factor, exponent)
+
+
+# ---------------------------------------------------------------- optimiser state
+
+# The state each optimiser keeps per trainable weight, by Keras's variable
+# names (m and v for Adam's first and second moments); a momentum slot exists
+# only with a non-zero momentum, as in Keras.
+_SLOTS = {"sgd": ("momentum",), "adam": ("m", "v"), "adamw": ("m", "v"),
+          "rmsprop": ("velocity", "momentum"), "adagrad": ("accumulator",)}
+
+
+def optimizer_slots(optimizer: Call) -> tuple[str, ...]:
+    slots = _SLOTS.get(optimizer.name)
+    if slots is None:
+        raise ValueError(f"unknown optimizer {optimizer.name}")
+    return tuple(s for s in slots if s != "momentum" or float(optimizer.args.get("momentum", 0.0)))
+
+
+def step_key(optimizer: Call) -> str:
+    """The key of the number of updates applied (Adam's t after the last one)."""
+    return f"{optimizer.name}/step"
+
+
+def optimizer_state_shapes(model: Model, optimizer: Call) -> dict[str, tuple[int, ...]]:
+    """The canonical optimiser state of `model`: "<opt>/<slot>/<weight key>"
+    with the weight's canonical shape for every trainable weight, and
+    "<opt>/step" (a scalar). Both backends save and restore exactly this."""
+    shapes = {step_key(optimizer): ()}
+    trainable = {key: w.shape for key, w in model.weight_specs().items() if w.trainable}
+    for slot in optimizer_slots(optimizer):
+        shapes.update({f"{optimizer.name}/{slot}/{key}": tuple(shape) for key, shape in trainable.items()})
+    return shapes
+
+
+def optimizer_state_problem(model: Model, optimizer: Call, shapes: dict[str, tuple[int, ...]]) -> str | None:
+    """What keeps saved optimiser state (its keys and shapes) from fitting
+    this model and optimiser, naming the first key at fault; None if it fits."""
+    expected = optimizer_state_shapes(model, optimizer)
+    foreign = next((k for k in shapes if not k.startswith(optimizer.name + "/")), None)
+    if foreign is not None:
+        return f"it holds {foreign}, which is not {optimizer.name}'s state"
+    for key, shape in expected.items():
+        if key not in shapes:
+            return f"it has no {key}"
+        if tuple(shapes[key]) != shape:
+            return f"{key} has shape {list(shapes[key])}, expected {list(shape)}"
+    unexpected = [k for k in shapes if k not in expected]
+    return f"it has an unexpected {unexpected[0]}" if unexpected else None
+
+
+def check_optimizer_state(model: Model, optimizer: Call, state) -> None:
+    """Refuse (RunError naming the key) optimiser state that does not fit."""
+    problem = optimizer_state_problem(model, optimizer, {k: tuple(getattr(v, "shape", ())) for k, v in state.items()})
+    if problem:
+        from .runner import RunError  # the runner imports this module
+
+        raise RunError(f"the optimiser state does not fit {optimizer.name} on model {model.name}: {problem}")

@@ -1,5 +1,6 @@
 """curves.png: loss and accuracy per epoch, for one run or several overlaid
-(for example the same spec trained on jax and on torch)."""
+(for example the same spec trained on jax and on torch). Accuracy is drawn
+only when a run recorded it (its train block asked for `metrics = [accuracy]`)."""
 
 from __future__ import annotations
 
@@ -18,7 +19,8 @@ def _label(run_dir: Path) -> str:
     result = Path(run_dir) / "result.json"
     if result.is_file():
         r = json.loads(result.read_text())
-        return f"{r['model']} ({r['backend']})"
+        backends = r.get("backends") or [r["backend"]]  # a resumed run may have changed backend
+        return f"{r['model']} ({' -> '.join(backends)})"
     return Path(run_dir).name
 
 
@@ -28,9 +30,11 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, (ax_loss, ax_acc) = plt.subplots(1, 2, figsize=(11, 4))
-    for run_dir in run_dirs:
-        rows = read_metrics(run_dir)
+    runs = [(run_dir, read_metrics(run_dir)) for run_dir in run_dirs]
+    with_accuracy = any("accuracy" in r or "val_accuracy" in r for _, rows in runs for r in rows)
+    fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(11 if with_accuracy else 6, 4), squeeze=False)
+    ax_loss, ax_acc = axes[0][0], axes[0][-1]
+    for run_dir, rows in runs:
         epochs = [r["epoch"] for r in rows]
         label = _label(run_dir)
         (line,) = ax_loss.plot(epochs, [r["loss"] for r in rows], marker="o", label=f"{label} train")
@@ -41,8 +45,9 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         if any("val_accuracy" in r for r in rows):
             ax_acc.plot(epochs, [r.get("val_accuracy") for r in rows], "--", color=line.get_color(), label=f"{label} val")
     ax_loss.set(title="loss", xlabel="epoch")
-    ax_acc.set(title="accuracy", xlabel="epoch")
-    for ax in (ax_loss, ax_acc):
+    if with_accuracy:
+        ax_acc.set(title="accuracy", xlabel="epoch")
+    for ax in axes[0]:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)

@@ -7,8 +7,13 @@ multi-model recipes (a GAN's alternating steps, an autoencoder's reconstruction
 target) and data parallelism plug in without rewriting the loop.
 
 The hot loop never waits for the device per step: the trainer accumulates
-loss, accuracy and the first non-finite step on the device, and the runner
-reads them (`pull`) only every `pull_every` steps, for the progress bar.
+loss, accuracy (when `metrics` asks for it) and the first non-finite step on
+the device, and the runner reads them (`pull`) only every `pull_every` steps,
+for the progress bar.
+
+Checkpoints (specc.checkpoint) hold canonical weights and canonical optimiser
+state (specc.plan.optimizer_state_shapes), so a run started on one backend
+resumes on the other.
 """
 
 from __future__ import annotations
@@ -16,8 +21,6 @@ from __future__ import annotations
 import contextlib
 import json
 import math
-import os
-import shutil
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -27,12 +30,12 @@ import numpy as np
 
 from . import backend as backends
 from . import data as datasets
+from .checkpoint import POINTER, STATE, Checkpoint, damaged, load_checkpoint, read_json, save_checkpoint, write_atomic
 from .errors import UserError
 from .ir import Call, Model, Train
-from .plan import make_plan
+from .plan import make_plan, optimizer_state_shapes
 from .weights import init_weights, load_weights, save_weights
 
-CHECKPOINT_POINTER = "checkpoint.json"
 RUN_INFO = "run.json"  # how the run was started, written before its first step
 
 
@@ -50,12 +53,12 @@ class Trainer(Protocol):
     def put(self, x: np.ndarray, y: np.ndarray) -> Any: ...  # a whole split, moved to the device once
     def begin_epoch(self, data: Any, order: np.ndarray, epoch: int) -> None: ...
     def step(self, i: int) -> None: ...  # batch i of the epoch's order; asynchronous
-    def pull(self) -> dict: ...  # sync: loss, accuracy, samples since last pull, bad_step (-1: none)
+    def pull(self) -> dict: ...  # sync: loss, accuracy (None unless asked), samples, bad_step (-1: none), bad_value
     def evaluate(self, data: Any, batch: int) -> dict: ...  # inference mode: loss, accuracy
     def get_weights(self) -> dict[str, np.ndarray]: ...
     def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
-    def get_optimizer_state(self) -> dict[str, np.ndarray]: ...
-    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...
+    def get_optimizer_state(self) -> dict[str, np.ndarray]: ...  # canonical: "<opt>/<slot>/<weight key>", "<opt>/step"
+    def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...  # RunError naming a key that does not fit
 
 
 @dataclass
@@ -119,6 +122,14 @@ class SupervisedRecipe:
     def evaluate(self, data, batch: int) -> dict:
         return self.trainer.evaluate(data, batch)
 
+    def checkpoint(self) -> dict[str, dict[str, np.ndarray]]:
+        """The canonical arrays a checkpoint holds for this recipe."""
+        return {"weights": self.trainer.get_weights(), "optimizer": self.trainer.get_optimizer_state()}
+
+    def restore(self, groups: dict[str, dict[str, np.ndarray]]) -> None:
+        """The rest of a checkpoint (the trainer was made with its weights)."""
+        self.trainer.set_optimizer_state(groups["optimizer"])
+
 
 def prepare_targets(model: Model, train: Train, y: np.ndarray) -> np.ndarray:
     """Targets in the form the loss wants: class ids stay ids for the
@@ -142,50 +153,6 @@ def accuracy_kind(model: Model, train: Train, y: np.ndarray) -> str | None:
     if np.issubdtype(y.dtype, np.integer) and len(model.output_shape) == 1:
         return "onehot"
     return None
-
-
-# ---------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(run_dir: Path, epoch: int, trainer: Trainer, history: History, extra: dict) -> Path:
-    """Weights, optimiser state and loop state of a completed epoch, written to
-    a temporary folder, renamed into place, then pointed to by an atomically
-    replaced checkpoint.json; the previous checkpoint is removed last."""
-    name = f"checkpoint-{epoch + 1:04d}"
-    tmp = run_dir / f".{name}.tmp"
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    save_weights(tmp / "weights.safetensors", trainer.get_weights())
-    save_weights(tmp / "optimizer.safetensors", trainer.get_optimizer_state())
-    state = {"epoch": epoch, "history": history.__dict__, **extra}
-    (tmp / "state.json").write_text(json.dumps(state, indent=2))
-    final = run_dir / name
-    shutil.rmtree(final, ignore_errors=True)
-    os.replace(tmp, final)
-    _write_atomic(run_dir / CHECKPOINT_POINTER, json.dumps({"latest": name, "epoch": epoch}))
-    for old in run_dir.glob("checkpoint-*"):
-        if old.name != name:
-            shutil.rmtree(old, ignore_errors=True)
-    return final
-
-
-def load_checkpoint(run_dir: Path) -> tuple[dict, dict, dict] | None:
-    """(state, weights, optimiser state) of the last completed epoch; None when
-    the run stopped before completing one."""
-    pointer = run_dir / CHECKPOINT_POINTER
-    if not pointer.is_file():
-        if (run_dir / RUN_INFO).is_file():
-            return None
-        raise RunError(f"{run_dir} is not a specc run directory: it has neither {CHECKPOINT_POINTER} nor {RUN_INFO}")
-    latest = run_dir / json.loads(pointer.read_text())["latest"]
-    state = json.loads((latest / "state.json").read_text())
-    return state, load_weights(latest / "weights.safetensors"), load_weights(latest / "optimizer.safetensors")
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
 
 
 # ---------------------------------------------------------------- the run
@@ -219,21 +186,14 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     validate_options(opts)  # before anything is read or made
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
-    resume_state = restart_note = None
+    resume = restart_note = None
+    backends_used = [opts.backend]
     if opts.resume:
         run_dir = Path(opts.resume)
-        checkpoint = load_checkpoint(run_dir)
-        if checkpoint is None:  # killed in its first epoch: start it again, as it was started
-            saved = json.loads((run_dir / RUN_INFO).read_text())
+        resume, saved, train = _open_resume(run_dir, model)
+        if resume is None:  # killed in its first epoch: start it again, as it was started
             restart_note = "no epoch had completed; starting the run again from epoch 1"
-        else:
-            resume_state, resume_weights, resume_opt = checkpoint
-            saved = resume_state["run"]
-        if saved["model"] != model.name:
-            raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}")
-        if saved["backend"] != opts.backend:
-            raise RunError(f"{run_dir} was trained with --backend {saved['backend']}; resume it with the same backend")
-        train = Train.from_dict(saved["train"])
+        backends_used = _backends_after(saved, opts.backend)
         if opts.epochs is not None:
             train = train.replace(epochs=opts.epochs)
         opts.limit, opts.data_dir = saved.get("limit"), opts.data_dir or saved.get("data_dir")
@@ -253,11 +213,12 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     plan = make_plan(model, train, n_train, accuracy_kind(model, train, dataset.y_train))
 
     be = backends.get(opts.backend)
-    weights = resume_weights if resume_state else init_weights(model, train.seed)
+    resumed = _resumed_groups(resume, model, train) if resume else {}
+    weights = resumed["weights"] if resume else init_weights(model, train.seed)
     trainer = be.trainer(model, plan, weights, device=opts.device)
-    if resume_state:
-        trainer.set_optimizer_state(resume_opt)
     recipe = SupervisedRecipe(trainer)
+    if resume:
+        recipe.restore(resumed)
     train_data = trainer.put(dataset.x_train, y_train)
     val_data = trainer.put(dataset.x_val, y_val) if dataset.x_val is not None else None
     test_data = trainer.put(dataset.x_test, y_test)
@@ -265,25 +226,26 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     # Made only now, so that bad data or a missing device leaves no empty run behind.
     run_dir.mkdir(parents=True, exist_ok=True)
     (run_dir / "summary.txt").write_text(Report.of(model).table() + "\n")
-    run_info = {"spec": str(spec_path), "model": model.name, "backend": opts.backend, "train": train.to_dict(),
-                "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device}
-    history = History(**resume_state["history"]) if resume_state else History()
-    start_epoch = resume_state["epoch"] + 1 if resume_state else 0
-    if not resume_state:
-        _write_atomic(run_dir / RUN_INFO, json.dumps(run_info, indent=2))
+    run_info = {"spec": str(spec_path), "model": model.name, "backend": opts.backend, "backends": backends_used,
+                "train": train.to_dict(), "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device}
+    history = _resumed_history(resume) if resume else History()
+    start_epoch = resume.state["epoch"] + 1 if resume else 0
+    if not resume:
+        write_atomic(run_dir / RUN_INFO, json.dumps(run_info, indent=2))
         (run_dir / "metrics.jsonl").write_text("")
 
     view = _Progress(opts.quiet, model.name, opts.backend, train.epochs, plan.steps_per_epoch)
     view.header(model, plan, dataset, run_dir)
     if restart_note:
         view.note(restart_note)
-    elif resume_state:
-        view.note(f"resuming after epoch {start_epoch} of {train.epochs} (the last completed one)")
+    elif resume:
+        moved = f", trained so far on {saved['backend']}" if saved["backend"] != opts.backend else ""
+        view.note(f"resuming after epoch {start_epoch} of {train.epochs} (the last completed one){moved}")
     pull_every = opts.pull_every or max(1, min(50, plan.steps_per_epoch // 20))
     warmup_steps = min(5, plan.steps_per_epoch)
     timed_seconds, timed_samples = 0.0, 0
     stopped_early = False
-    best_weights = None
+    best_weights = resumed.get("best_weights")  # early stopping's best so far, kept across a resume
 
     with view, _interrupt_hint(spec_path, model.name, opts.backend, run_dir):
         for epoch in range(start_epoch, train.epochs):
@@ -339,7 +301,8 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
                     best_weights = trainer.get_weights()
             else:
                 history.bad_epochs += 1
-            save_checkpoint(run_dir, epoch, trainer, history, {"run": run_info})
+            groups = recipe.checkpoint() | ({"best_weights": best_weights} if best_weights is not None else {})
+            save_checkpoint(run_dir, epoch, groups, {"history": history.__dict__, "run": run_info})
             if on_epoch_end is not None:
                 on_epoch_end(epoch, row)
             if train.patience and history.bad_epochs >= train.patience:
@@ -355,6 +318,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     save_weights(run_dir / "weights.safetensors", final_weights, {"model": model.name, "backend": opts.backend})
     result = {
         "backend": opts.backend,
+        "backends": backends_used,  # in the order they trained it (a resumed run may change backend)
         "model": model.name,
         "spec": str(spec_path),
         "params": model.params,
@@ -369,7 +333,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
         "stopped_early": stopped_early,
         "device": opts.device,
     }
-    _write_atomic(run_dir / "result.json", json.dumps(result, indent=2))
+    write_atomic(run_dir / "result.json", json.dumps(result, indent=2))
     _plot_quietly(run_dir, view)
     view.result(result, run_dir)
     return RunResult(run_dir, result, history.rows, final_weights)
@@ -414,6 +378,63 @@ def _pick(program, model_name: str | None, spec_path: str) -> tuple[Model, Train
     if model_name not in program.trains:
         raise RunError(f"model '{model_name}' has no train block in {spec_path}; add `train {model_name} {{ ... }}`")
     return program.models[model_name], program.trains[model_name]
+
+
+# ---------------------------------------------------------------- resuming
+
+
+def _open_resume(run_dir: Path, model: Model) -> tuple[Checkpoint | None, dict, Train]:
+    """The run to continue: its latest checkpoint (None when no epoch had
+    completed), how it was last run, and its train block. A damaged file is
+    named, with what can be done."""
+    resume = load_checkpoint(run_dir, required_state=("history", "run"))
+    if resume is None:
+        source = run_dir / RUN_INFO
+        if not source.is_file():
+            raise RunError(f"{run_dir} is not a specc run directory: it has neither {POINTER} nor {RUN_INFO}",
+                           "--resume takes the run directory that specc train wrote (--out, or runs/...)")
+        saved = read_json(source)
+    else:
+        source, saved = resume.folder / STATE, resume.state["run"]
+    try:
+        train = Train.from_dict(saved["train"])
+        backends_used = saved.get("backends", [])
+        names = [saved["model"], saved["backend"], *(backends_used if isinstance(backends_used, list) else [None])]
+        if not all(isinstance(name, str) for name in names):
+            raise TypeError("model and backends must be names")
+    except (KeyError, TypeError, ValueError, AttributeError) as err:
+        raise damaged(source, f"does not describe a specc run ({type(err).__name__}: {err})") from None
+    if saved["model"] != model.name:
+        raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}",
+                       f"resume it with --model {saved['model']}, or give another run directory")
+    return resume, saved, train
+
+
+def _backends_after(saved: dict, backend: str) -> list[str]:
+    """The backends that trained a run, in order, once `backend` goes on with
+    it: checkpoints are canonical, so any backend continues where another stopped."""
+    used = list(saved.get("backends") or [saved["backend"]])
+    return used if used[-1] == backend else [*used, backend]
+
+
+def _resumed_groups(resume: Checkpoint, model: Model, train: Train) -> dict[str, dict[str, np.ndarray]]:
+    """The checkpoint's arrays, each group checked against this model and
+    optimiser before a trainer sees them."""
+    weights = {key: w.shape for key, w in model.weight_specs().items()}
+    what = f"the weights of model {model.name}"
+    groups = {"weights": resume.check("weights", weights, what),
+              "optimizer": resume.check("optimizer", optimizer_state_shapes(model, train.optimizer),
+                                        f"the {train.optimizer.name} optimiser state of model {model.name}")}
+    if "best_weights" in resume.groups:
+        groups["best_weights"] = resume.check("best_weights", weights, what)
+    return groups
+
+
+def _resumed_history(resume: Checkpoint) -> History:
+    try:
+        return History(**resume.state["history"])
+    except TypeError as err:
+        raise damaged(resume.folder / STATE, f"holds a malformed history ({err})") from None
 
 
 @contextlib.contextmanager

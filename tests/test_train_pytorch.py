@@ -15,7 +15,7 @@ torch = pytest.importorskip("torch")
 
 import specc  # noqa: E402
 from specc import backend as registry  # noqa: E402
-from specc.plan import learning_rate, make_plan  # noqa: E402
+from specc.plan import learning_rate, make_plan, optimizer_state_shapes  # noqa: E402
 from specc.runner import Interrupted, Options, RunError, accuracy_kind, prepare_targets, train_model  # noqa: E402
 from specc.weights import init_weights, load_weights  # noqa: E402
 
@@ -263,7 +263,8 @@ def test_optimizer_state_round_trip_is_exact(optimizer):
     train_steps(a, data, plan, 2)
     state = a.get_optimizer_state()
     assert all(isinstance(v, np.ndarray) for v in state.values())
-    assert state["global_step"].tolist() == [2]
+    assert int(state[f"{plan.optimizer.name}/step"]) == 2
+    assert {k: v.shape for k, v in state.items()} == optimizer_state_shapes(model, plan.optimizer)
     b = P.trainer(model, plan, a.get_weights())
     b.set_optimizer_state(state)
     for trainer in (a, b):

@@ -21,9 +21,10 @@ from jax import lax
 
 from specc import ir
 from specc.backend import BackendError
-from specc.plan import Plan, learning_rate
+from specc.plan import Plan, check_optimizer_state, learning_rate, optimizer_slots, step_key
 
 from . import apply_fn, from_native, to_native
+from .convert import native_slot, params_to_canonical
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -70,17 +71,10 @@ def make_optimizer(plan: Plan) -> optax.GradientTransformation:
     momentum = float(a.get("momentum", 0.0))
 
     def init(params):
-        zeros = lambda: tmap(jnp.zeros_like, params)  # noqa: E731
-        state = {"count": jnp.zeros([], jnp.int32)}
-        if name in ("sgd", "rmsprop") and momentum:
-            state["momentum"] = zeros()
-        if name in ("adam", "adamw"):
-            state["m"], state["v"] = zeros(), zeros()
-        if name == "rmsprop":
-            state["velocity"] = zeros()
-        if name == "adagrad":
-            state["accumulator"] = tmap(lambda p: jnp.full_like(p, a["initial_accumulator"]), params)
-        return state
+        # One tree per slot of specc.plan.optimizer_slots (Keras's names), plus the update count.
+        start = a["initial_accumulator"] if name == "adagrad" else 0.0
+        state = {slot: tmap(lambda p: jnp.full_like(p, start), params) for slot in optimizer_slots(plan.optimizer)}
+        return {"count": jnp.zeros([], jnp.int32), **state}
 
     def update(grads, state, params=None):
         count = state["count"]
@@ -167,7 +161,12 @@ def correct_count(plan: Plan, out: jax.Array, y: jax.Array) -> jax.Array:
 def _zero_metrics():
     return {"loss": jnp.zeros([], jnp.float32), "correct": jnp.zeros([], jnp.float32),
             "samples": jnp.zeros([], jnp.int32), "bad": jnp.full([], -1, jnp.int32),
-            "bad_inf": jnp.zeros([], jnp.bool_)}
+            "bad_loss": jnp.zeros([], jnp.float32)}
+
+
+def _nonfinite_name(value: float) -> str:
+    """How a non-finite loss is named to the user (as the torch trainer does)."""
+    return "nan" if np.isnan(value) else "inf" if value > 0 else "-inf"
 
 
 # ---------------------------------------------------------------- the trainer
@@ -197,7 +196,7 @@ class Trainer:
     # -- data
     def put(self, x: np.ndarray, y: np.ndarray):
         x_dtype = np.int32 if self.model.input_dtype == "int32" else np.float32
-        y_dtype = np.int32 if self.plan.accuracy == "categorical" else np.float32
+        y_dtype = np.int32 if self.plan.loss == "cross_entropy" else np.float32  # class ids
         return (jax.device_put(np.asarray(x, x_dtype), self.device),
                 jax.device_put(np.asarray(y, y_dtype), self.device))
 
@@ -239,7 +238,7 @@ class Trainer:
             "correct": m["correct"] + correct_count(self.plan, out, y),
             "samples": m["samples"] + size,
             "bad": jnp.where(first_bad, carry["step"], m["bad"]),
-            "bad_inf": jnp.where(first_bad, jnp.isinf(loss), m["bad_inf"]),
+            "bad_loss": jnp.where(first_bad, loss, m["bad_loss"]),  # tells -inf from inf and NaN
         }
         return {"params": params, "batch_stats": new_stats if new_stats else variables_stats, "opt": opt,
                 "metrics": metrics, "step": carry["step"] + 1}
@@ -262,7 +261,7 @@ class Trainer:
         bad = int(m["bad"])
         return {"loss": float(m["loss"]) / max(samples, 1),
                 "accuracy": float(m["correct"]) / max(samples, 1) if self.plan.accuracy else None,
-                "samples": samples, "bad_step": bad, "bad_value": "inf" if bool(m["bad_inf"]) else "NaN"}
+                "samples": samples, "bad_step": bad, "bad_value": _nonfinite_name(float(m["bad_loss"]))}
 
     # -- evaluation
     def _eval(self, sums, variables, x, y, size: int):
@@ -294,19 +293,46 @@ class Trainer:
         self.carry["batch_stats"] = variables.get("batch_stats", {})
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        leaves = jax.tree.leaves(jax.device_get(self.carry["opt"]))
-        state = {f"opt/{k:04d}": np.atleast_1d(np.asarray(leaf)) for k, leaf in enumerate(leaves)}
-        state["loop/step"] = np.asarray([self.global_step], np.int64)
+        """Canonical state (specc.plan.optimizer_state_shapes): each slot tree
+        has the params' structure, already in canonical layout, so it is only
+        renamed, like the weights."""
+        opt = jax.device_get(self.carry["opt"])
+        name = self.plan.optimizer.name
+        state = {step_key(self.plan.optimizer): np.asarray(opt["count"], np.int64)}
+        for slot in optimizer_slots(self.plan.optimizer):
+            for key, value in params_to_canonical(self.model, opt[slot]).items():
+                state[f"{name}/{slot}/{key}"] = value
         return state
 
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None:
-        template, treedef = jax.tree.flatten(self.carry["opt"])
-        if len(template) != sum(1 for k in state if k.startswith("opt/")):
-            raise ValueError("the checkpoint's optimiser state does not fit this optimiser")
-        leaves = [np.asarray(state[f"opt/{k:04d}"], dtype=t.dtype).reshape(t.shape) for k, t in enumerate(template)]
-        self.carry["opt"] = jax.device_put(jax.tree.unflatten(treedef, leaves), self.device)
-        self.global_step = int(state["loop/step"][0])
-        self.carry["step"] = jax.device_put(jnp.asarray(self.global_step, jnp.int32), self.device)
+        """Restore canonical state; the update count also sets the step that
+        draws dropout masks, so schedules, bias correction and masks go on."""
+        check_optimizer_state(self.model, self.plan.optimizer, state)
+        name = self.plan.optimizer.name
+        step = int(np.asarray(state[step_key(self.plan.optimizer)]))
+        opt = {"count": jnp.asarray(step, jnp.int32)}
+        for slot in optimizer_slots(self.plan.optimizer):
+            opt[slot] = _canonical_to_params(self.model, {k.split("/", 2)[2]: v for k, v in state.items()
+                                                          if k.startswith(f"{name}/{slot}/")})
+        params_tree = jax.tree.structure(self.carry["params"])
+        if any(jax.tree.structure(opt[slot]) != params_tree for slot in optimizer_slots(self.plan.optimizer)):
+            raise AssertionError("the canonical optimiser slots do not rebuild the params tree")
+        self.carry["opt"] = jax.device_put(opt, self.device)
+        self.global_step = step
+        self.carry["step"] = jax.device_put(jnp.asarray(step, jnp.int32), self.device)
+
+
+def _canonical_to_params(model: ir.Model, arrays: dict[str, np.ndarray]) -> dict:
+    """Canonical arrays of the trainable weights -> a tree shaped like "params"
+    (the reverse of convert.params_to_canonical)."""
+    tree: dict[str, dict] = {}
+    for layer in model.layers:
+        for w in layer.weights:
+            collection, native = native_slot(layer, w.name)
+            if w.trainable and collection == "params":
+                value = np.asarray(arrays[layer.weight_key(w.name)], np.float32)
+                tree.setdefault(layer.name, {})[native] = jnp.array(value, copy=True)
+    return tree
 
 
 def trainer(model: ir.Model, plan: Plan, weights, device: str = "cpu") -> Trainer:

@@ -21,16 +21,27 @@ foreach-based `torch.optim.Optimizer`s written from Keras's formulas:
   KerasAdagrad (accumulator starts at `initial_accumulator`).
 
 Optimiser state is keyed by Keras's variable names where the optimiser is
-ours (momentum, velocity, accumulator) and by torch's otherwise.
+ours (momentum, velocity, accumulator) and by torch's otherwise (Adam's
+exp_avg and exp_avg_sq, which are Keras's m and v: the same recurrences).
+`canonical_state` and `restore_state` move it to and from the canonical form
+(specc.plan.optimizer_state_shapes) with the weights' own layout rules: a slot
+has its parameter's shape, so the same exact conversion applies.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Iterable
+from typing import Iterable, Mapping
 
+import numpy as np
 import torch
 from torch.optim import Optimizer
+
+from specc.ir import Call, Model
+from specc.plan import check_optimizer_state, optimizer_slots, step_key
+
+from . import convert
+from .layers import module_names
 
 
 def _grads(group) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
@@ -186,3 +197,64 @@ def make_update(name: str, args: dict, params: Iterable[torch.Tensor]) -> Update
         return Update(KerasAdagrad(params, lr=lr, initial_accumulator=a["initial_accumulator"],
                                    epsilon=a["epsilon"]))
     raise ValueError(f"the torch backend has no optimiser '{name}'")
+
+
+# ---------------------------------------------------------------- canonical state
+
+TORCH_SLOT = {"m": "exp_avg", "v": "exp_avg_sq"}  # Keras's slot name -> torch's, where they differ
+
+
+def canonical_state(model: Model, call: Call, optimizer: Optimizer,
+                    named_params: list[tuple[str, torch.Tensor]], updates: int) -> dict[str, np.ndarray]:
+    """The optimiser's state in canonical form: "<opt>/<slot>/<weight key>" in
+    Keras layouts, and "<opt>/step". A slot not made yet (Adam before its
+    first step) is its initial value, zero."""
+    trainable = {k for k, w in model.weight_specs().items() if w.trainable}
+    state = {step_key(call): np.asarray(updates, np.int64)}
+    for slot in optimizer_slots(call):
+        name = TORCH_SLOT.get(slot, slot)
+        native = {n: optimizer.state[p].get(name, torch.zeros_like(p)) for n, p in named_params}
+        for key, value in convert.from_native(model, native, only=trainable).items():
+            state[f"{call.name}/{slot}/{key}"] = value
+    return state
+
+
+def restore_state(model: Model, call: Call, optimizer: Optimizer, named_params: list[tuple[str, torch.Tensor]],
+                  state: Mapping[str, np.ndarray]) -> int:
+    """Put canonical state into the optimiser (refusing state that does not
+    fit: RunError naming the key); returns the number of updates applied."""
+    check_optimizer_state(model, call, state)
+    updates = int(np.asarray(state[step_key(call)]))
+    for slot in optimizer_slots(call):
+        prefix = f"{call.name}/{slot}/"
+        native = _slot_to_native(model, {k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+        for n, p in named_params:
+            value = torch.from_numpy(np.ascontiguousarray(native[n], dtype=np.float32).copy())
+            optimizer.state[p][TORCH_SLOT.get(slot, slot)] = value.to(device=p.device, dtype=p.dtype)
+    if call.name in ("adam", "adamw"):
+        _set_adam_steps(optimizer, updates)
+    return updates
+
+
+def _slot_to_native(model: Model, canonical: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """Canonical arrays of the trainable weights -> {native parameter name:
+    array}, by the weights' rules (convert.RULES)."""
+    native = {}
+    for layer, mod in zip(model.layers, module_names(model)):
+        for rule in convert.layer_rules(layer):
+            key = layer.weight_key(rule.canonical)
+            if key in canonical:
+                for name, value in zip(rule.native, rule.to_native(np.asarray(canonical[key], np.float32))):
+                    native[f"{mod}.{name}"] = value
+    return native
+
+
+def _set_adam_steps(optimizer: Optimizer, updates: int) -> None:
+    """torch's per-parameter Adam step, made as torch makes it: a float32
+    scalar on the parameter's device for the fused and capturable kernels,
+    on the CPU otherwise."""
+    for group in optimizer.param_groups:
+        on_device = group.get("fused") or group.get("capturable")
+        for p in group["params"]:
+            device = p.device if on_device else torch.device("cpu")
+            optimizer.state[p]["step"] = torch.tensor(float(updates), dtype=torch.float32, device=device)

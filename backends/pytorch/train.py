@@ -17,7 +17,7 @@ resumed at an epoch boundary repeats the uninterrupted run's masks exactly.
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Mapping
 
 import numpy as np
 import torch
@@ -31,10 +31,9 @@ from specc.plan import Plan, learning_rate
 
 from . import convert
 from .layers import Net, build_net
-from .optim import make_update
+from .optim import canonical_state, make_update, restore_state
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
-STEPS_KEY = "global_step"
 
 
 def device_of(device: str) -> torch.device:
@@ -111,7 +110,8 @@ class Trainer:
             _strip_final_activation(net, model)
         self.net = net.to(self.device).train()
         self.logits = plan.logits
-        self.params = [p for p in self.net.parameters() if p.requires_grad]
+        self.named_params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
+        self.params = [p for _, p in self.named_params]
         self.update = make_update(plan.optimizer.name, dict(plan.optimizer.args), self.params)
         self.optimizer = self.update.optimizer
         self.updates = 0  # optimiser steps applied (Adam's t - 1)
@@ -303,35 +303,9 @@ class Trainer:
             self.net.load_state_dict(convert.to_native(self.model, weights), strict=True)
 
     def get_optimizer_state(self) -> dict[str, np.ndarray]:
-        """The optimiser's state_dict as flat numpy arrays, "state/<param index>/<name>"
-        (scalars such as step counts as one-element arrays), plus the number of
-        updates applied."""
-        out: dict[str, np.ndarray] = {STEPS_KEY: np.array([self.updates], dtype=np.int64)}
-        for index, slots in self.optimizer.state_dict()["state"].items():
-            for name, value in slots.items():
-                if value is None:
-                    continue
-                if isinstance(value, torch.Tensor):
-                    array = value.detach().cpu().numpy().copy()
-                else:
-                    array = np.array(value)
-                out[f"state/{index}/{name}"] = array.reshape(1) if array.ndim == 0 else array
-        return out
+        """Canonical state (specc.plan.optimizer_state_shapes), converted from
+        the native layout like the weights."""
+        return canonical_state(self.model, self.plan.optimizer, self.optimizer, self.named_params, self.updates)
 
     def set_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
-        slots: dict[int, dict[str, Any]] = {}
-        updates = 0
-        for key, value in state.items():
-            if key == STEPS_KEY:
-                updates = int(np.asarray(value).reshape(()))
-                continue
-            kind, index, name = key.split("/", 2)
-            if kind != "state":
-                raise ValueError(f"unexpected optimiser state entry '{key}'")
-            value = np.array(value, copy=True)
-            if value.shape != tuple(self.params[int(index)].shape) and value.size == 1:
-                value = value.reshape(())  # a scalar slot (a step count), stored with one element
-            slots.setdefault(int(index), {})[name] = torch.from_numpy(value)
-        current = self.optimizer.state_dict()
-        self.optimizer.load_state_dict({"state": slots, "param_groups": current["param_groups"]})
-        self.updates = updates
+        self.updates = restore_state(self.model, self.plan.optimizer, self.optimizer, self.named_params, state)
