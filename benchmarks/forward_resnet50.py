@@ -196,9 +196,9 @@ def torch_load(net, model, weights) -> None:
 def torch_pair(model, weights, x: np.ndarray, seconds: float) -> tuple[Timer, Timer]:
     import torch
 
-    import specc
+    from specc.backend import get
 
-    ours = specc.build(model, weights=weights, backend="torch").eval()
+    ours = get("torch").build(model, weights).eval()  # specc.build, holding these canonical weights
     theirs = torch_resnet50().eval()
     torch_load(theirs, model, weights)
     xt = torch.from_numpy(x)
