@@ -193,8 +193,8 @@ def damaged(path: Path, problem: str) -> CheckpointError:
     others = [f for f in sorted(run_dir.glob("checkpoint-*"), reverse=True)
               if f.is_dir() and f != bad_folder and _FOLDER.fullmatch(f.name) and (f / STATE).is_file()]
     if others:
-        hint = (f"to resume from {others[0].name} instead, write {{\"latest\": \"{others[0].name}\"}} into "
-                f"{run_dir / POINTER}; or start a new run with --out")
+        hint = (f"to resume from {others[0].name}, the newest complete checkpoint left, write "
+                f"{{\"latest\": \"{others[0].name}\"}} into {run_dir / POINTER}; or start a new run with --out NEW_DIR")
     else:
         hint = "this run cannot be resumed; start it again as a new run (specc train ... --out NEW_DIR)"
     return CheckpointError(f"cannot resume from {run_dir}: {path} {problem}", hint)
