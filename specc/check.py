@@ -118,8 +118,6 @@ class _FileChecker:
     def import_(self, item: ast.Import) -> None:
         """Make the imported file's constants, blocks and models usable here."""
         imported = self.loader.load_import(item, self.filename)
-        if imported is None:
-            return
         if imported.incomplete:
             self.result.scope.incomplete = self.table.incomplete = True
         scope = self.result.scope

@@ -166,7 +166,7 @@ class Collector:
     def error(self, message: str, span: Span | None = None, hint: str | None = None) -> None:
         self.count += 1
         if self.context:
-            hint = f"{hint}; {self.context}" if hint else self.context
+            hint = f"{hint} ({self.context})" if hint else self.context
         if (message, span) not in self._seen:
             self._seen.add((message, span))
             self.diagnostics.append(Diagnostic(message, span, hint))

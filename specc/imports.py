@@ -56,8 +56,9 @@ class Loader:
         self.results[real] = result
         return result
 
-    def load_import(self, item: ast.Import, importer: str) -> FileResult | None:
-        """The checked imported file, or None after a diagnostic at the import."""
+    def load_import(self, item: ast.Import, importer: str) -> FileResult:
+        """The checked imported file; one that cannot be read (reported at the
+        import) is `incomplete`, so its names are not reported as unknown too."""
         name = os.path.normpath(os.path.join(os.path.dirname(importer), item.path))
         real = os.path.realpath(name)
         on_chain = [r for r, _ in self.chain]
@@ -66,14 +67,14 @@ class Loader:
             self.out.error("import cycle: " + " -> ".join(files), item.span,
                            "a file cannot import itself, directly or through others; "
                            "move what both need into a third file")
-            return None
+            return FileResult(incomplete=True)
         if real in self.results:
             return self.results[real]
         try:
             data = Path(name).read_bytes()
         except OSError as err:
             self._unreadable(item, name, err)
-            return None
+            return FileResult(incomplete=True)
         try:
             text = decode(data, name)
         except SpecError as err:

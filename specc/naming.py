@@ -37,12 +37,12 @@ class Names:
     def user(self, s: ast.LayerStmt, out: Collector) -> str | None:
         """The user's name for this statement, or None (reported) when a
         `repeat` would give it a second time."""
-        first = self.given.setdefault(s.name, s)
-        if first is not s:  # written twice (reported with the scope's names) ...
-            if first.span == s.span:  # ... or written once inside a repeat
+        if s.name in self.given:
+            if self.given[s.name] is s:  # the same statement again: written inside a repeat
                 out.error(f"layer name '{s.name}' would be given more than once by repeat", s.name_span,
                           "leave layers inside repeat unnamed (they are numbered), or name the block call around them")
-            return None
+            return None  # else written twice, reported with the scope's names
+        self.given[s.name] = s
         return self.prefix + s.name
 
 

@@ -12,9 +12,10 @@ from dataclasses import dataclass
 from math import prod
 
 from .catalogue import macs
-from .ir import Model
+from .ir import INPUT, Model
 
 FLOAT32_BYTES = 4
+HEADER = ("Layer (type)", "Output Shape", "Param #", "Mult-Adds")
 
 
 def readable_bytes(n: int) -> str:
@@ -47,10 +48,16 @@ class Row:
     trainable: int
     macs: int
     activation: str | None  # `activation=` reported on the same row, as Keras does
+    inputs: tuple[str, ...] = ()  # the nodes it reads (INPUT: the model input)
 
     @property
     def label(self) -> str:
         return f"{self.name} ({self.kind})"
+
+    @property
+    def connected(self) -> list[str]:
+        """Keras's "Connected to": `conv2d_1[0][0]`, one per input."""
+        return [f"{name}[0][0]" for name in self.inputs]
 
 
 @dataclass(frozen=True)
@@ -58,15 +65,17 @@ class Report:
     model: str
     input_shape: tuple[int, ...]
     rows: tuple[Row, ...]
+    graph: bool = False  # not a plain stack: shown like Keras's functional summary
 
     @classmethod
     def of(cls, model: Model) -> "Report":
         rows = tuple(
             Row(layer.name, layer.kind, layer.output_shape, layer.params, layer.trainable_params, macs(layer),
-                layer.attrs.get("activation") if layer.kind in ("Dense", "Conv2D", "ConvTranspose2D") else None)
+                layer.attrs.get("activation") if layer.kind in ("Dense", "Conv2D", "ConvTranspose2D") else None,
+                layer.inputs)
             for layer in model.layers
         )
-        return cls(model.name, model.input_shape, rows)
+        return cls(model.name, model.input_shape, rows, not model.is_sequential)
 
     # ------------------------------------------------------------ totals
     @property
@@ -95,8 +104,19 @@ class Report:
         return sum(prod(r.output_shape) for r in self.rows) * FLOAT32_BYTES
 
     # ------------------------------------------------------------ formats
-    def _cells(self) -> list[tuple[str, str, str, str]]:
-        return [(r.label, batch_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}") for r in self.rows]
+    def _cells(self) -> list[tuple[str, ...]]:
+        """One tuple of cells per line of the table; a graph's nodes get a
+        "Connected to" cell and continuation lines for their further inputs."""
+        if not self.graph:
+            return [(r.label, batch_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}") for r in self.rows]
+        cells = [(f"{INPUT} (InputLayer)", batch_shape(self.input_shape), "0", "0", "-")]
+        for r in self.rows:
+            connected = r.connected
+            cells.append((r.label, batch_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}",
+                          connected[0] + ("," if len(connected) > 1 else "")))
+            cells += [("", "", "", "", c + ("," if i < len(connected) - 1 else ""))
+                      for i, c in enumerate(connected[1:], start=1)]
+        return cells
 
     def _footer(self) -> list[str]:
         return [
@@ -108,29 +128,43 @@ class Report:
             f"Activation memory per sample: {readable_bytes(self.activation_bytes)} (forward, float32)",
         ]
 
+    def _header(self) -> tuple[str, ...]:
+        return HEADER + (("Connected to",) if self.graph else ())
+
     def table(self) -> str:
-        header = ("Layer (type)", "Output Shape", "Param #", "Mult-Adds")
+        header = self._header()
         cells = self._cells()
-        widths = [max([len(header[i])] + [len(c[i]) for c in cells]) + 2 for i in range(4)]
+        n = len(header)
+        widths = [max([len(header[i])] + [len(c[i]) for c in cells]) + 2 for i in range(n)]
         width = sum(widths)
 
         def line(c) -> str:
-            return (c[0].ljust(widths[0]) + c[1].ljust(widths[1]) + c[2].rjust(widths[2] - 2) + "  "
-                    + c[3].rjust(widths[3] - 2)).rstrip()
+            text = (c[0].ljust(widths[0]) + c[1].ljust(widths[1]) + c[2].rjust(widths[2] - 2) + "  "
+                    + c[3].rjust(widths[3] - 2))
+            return (text + ("  " + c[4] if n > 4 else "")).rstrip()
 
         shape = "[" + ", ".join(str(d) for d in self.input_shape) + "]"
         out = [f'Model: "{self.model}"  (input {shape})', "_" * width, line(header), "=" * width]
         for i, c in enumerate(cells):
             out.append(line(c))
-            out.append("_" * width if i < len(cells) - 1 else "=" * width)
+            last = i == len(cells) - 1
+            if last or cells[i + 1][0]:  # a rule after each node, not between its inputs
+                out.append("=" * width if last else "_" * width)
         if not cells:
             out.append("=" * width)
         return "\n".join(out + self._footer())
 
     def markdown(self) -> str:
-        out = [f"**Model: {self.model}**", "", "| Layer (type) | Output Shape | Param # | Mult-Adds |",
-               "|---|---|---:|---:|"]
-        out += [f"| {a} | {b} | {c} | {d} |" for a, b, c, d in self._cells()]
+        header = self._header()
+        out = [f"**Model: {self.model}**", "", "| " + " | ".join(header) + " |",
+               "|---|---|---:|---:|" + ("---|" if self.graph else "")]
+        if self.graph:  # one row per node, its inputs in one cell
+            rows = [(f"{INPUT} (InputLayer)", batch_shape(self.input_shape), "0", "0", "-")]
+            rows += [(r.label, batch_shape(r.output_shape), f"{r.params:,}", f"{r.macs:,}", ", ".join(r.connected))
+                     for r in self.rows]
+        else:
+            rows = self._cells()
+        out += ["| " + " | ".join(row) + " |" for row in rows]
         return "\n".join(out + [""] + [f"- {line}" for line in self._footer()])
 
     def to_dict(self) -> dict:
@@ -139,7 +173,8 @@ class Report:
             "input_shape": list(self.input_shape),
             "layers": [
                 {"name": r.name, "type": r.kind, "output_shape": [None, *r.output_shape], "params": r.params,
-                 "trainable_params": r.trainable, "mult_adds": r.macs, "activation": r.activation}
+                 "trainable_params": r.trainable, "mult_adds": r.macs, "activation": r.activation,
+                 "inputs": list(r.inputs)}
                 for r in self.rows
             ],
             "total_params": self.total,

@@ -26,12 +26,13 @@ class TrainChecker:
         before = self.out.count
         seen = self.settings(t)
         values: dict[str, Any] = {}
+        failed = False  # also when a failure was reported before (a failed let)
         for key, s in seen.items():
             try:
                 values[key] = SETTINGS[key](self, s, scope)
             except Reported:
-                pass
-        if self.out.count != before:
+                failed = True
+        if failed or self.out.count != before:
             return None
         if model is not None:
             self.loss_fits_model(values["loss"], model, seen["loss"])

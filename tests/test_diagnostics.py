@@ -35,7 +35,7 @@ def at_repo_root(monkeypatch):
     monkeypatch.chdir(REPO)
 
 
-# case: (line, column, message (a part of it), hint (a part of it))
+# case: (line, column, message (a part of it), hint (a part of it)[, file when not the case's own])
 CASES = {
     # ---------------------------------------------------------------- syntax
     "syntax_missing_paren": (5, 5, "unexpected 'Dense'; expected ',' or ')'", "the '(' on line 4 is never closed"),
@@ -87,6 +87,41 @@ CASES = {
     "train_cross_entropy_on_sigmoid": (8, 12, "cross_entropy expects the model to end in softmax",
                                        "use loss = binary_cross_entropy"),
     "train_bad_validation_split": (7, 18, "validation_split must be in [0, 1)", "validation_split=0.2"),
+    # ---------------------------------------------------------------- version 2: graphs and blocks
+    "residual_shape_mismatch": (4, 5, "residual body gives [16, 16, 16], but the identity shortcut gives its "
+                                "input [8, 32, 32]", "`shortcut { Conv2D(16, kernel=1, stride=2) }`"),
+    "residual_shortcut_mismatch": (2, 5, "residual body gives [8, 8, 8], but its shortcut gives [8, 16, 16]",
+                                   "make the shortcut give [8, 8, 8], e.g. `shortcut { Conv2D(8, kernel=1, stride=2) }`"),
+    "concat_branch_mismatch": (6, 9, "concat branches must agree on every axis but 0: branch 1 gives [4, 16, 16], "
+                               "branch 3 gives [4, 14, 14]", "only axis 0 is joined"),
+    "concat_one_branch": (3, 5, "concat needs at least two branches, got 1", "branch { ... } branch { ... }"),
+    "unknown_block": (7, 5, "unknown block 'basik'", "did you mean basic?"),
+    "unknown_block_argument": (7, 15, "basic has no argument 'strid'", "did you mean stride?"),
+    "block_too_many_arguments": (7, 18, "basic takes 2 positional arguments (filters, stride), got 3",
+                                 "name the others: basic(filters, stride=1)"),
+    "block_missing_argument": (7, 5, "basic needs filters", "basic takes basic(filters, stride=1)"),
+    "block_calls_itself": (3, 5, "block 'tower' calls itself: tower -> tower", "cannot call itself"),
+    "block_calls_itself_through_another": (8, 5, "block 'ping' calls itself through pong: ping -> pong -> ping",
+                                           "directly or through other blocks"),
+    "duplicate_block": (5, 7, "block 'basic' is already defined on line 1", "block names must be unique"),
+    "block_input_line": (2, 5, "a block has no input line", "reads what comes before its call"),
+    "block_body_error": (2, 12, "Conv2D: filters must be a positive integer, got 0",
+                         "(in conv_bn_2, called at tests/bad_specs/block_body_error.spec:9)"),
+    "repeat_zero": (5, 12, "repeat needs a whole number of times, at least 1, got 0", "writes its body N times"),
+    "repeat_named_layer": (4, 9, "layer name 'hidden' would be given more than once by repeat",
+                           "leave layers inside repeat unnamed"),
+    "merge_written_as_layer": (4, 5, "Add joins branches and is not written as a layer", "write residual { ... }"),
+    "import_missing": (1, 1, 'cannot import "imports/blocs.spec": tests/bad_specs/imports/blocs.spec does not exist',
+                       "did you mean blocks.spec?"),
+    # A diagnostic in an imported file is at that file's line (the 5th item: the file).
+    "import_cycle": (2, 1, "import cycle: tests/bad_specs/import_cycle.spec -> tests/bad_specs/imports/cycle_b.spec"
+                     " -> tests/bad_specs/import_cycle.spec", "move what both need into a third file",
+                     "tests/bad_specs/imports/cycle_b.spec"),
+    "import_error_inside": (3, 45, "Conv2D: unknown activation 'rellu'",
+                            "did you mean relu? (in conv_relu_1, called at tests/bad_specs/import_error_inside.spec:5)",
+                            "tests/bad_specs/imports/broken_block.spec"),
+    "import_syntax_error_inside": (3, 20, "unexpected 'kernel'; expected ',' or ')'", "separate arguments",
+                                   "tests/bad_specs/imports/syntax_error.spec"),
     # ---------------------------------------------------------------- not text
     "binary_nul": (3, 1, "contains a NUL byte", "UTF-8 text"),
     "not_utf8": (1, 6, "byte 0xe9 is not valid UTF-8", "save the file as UTF-8"),
@@ -98,12 +133,12 @@ MULTI = {"several_errors", "several_syntax_errors", "let_failed_no_follow_on"}
 
 @pytest.mark.parametrize("case", sorted(CASES))
 def test_diagnostic(case):
-    line, column, message, hint = CASES[case]
+    line, column, message, hint, *file = CASES[case]
     diags = diagnostics_of(case)
     assert len(diags) == 1, "expected exactly one diagnostic (no follow-on noise):\n" + "\n".join(
         d.render() for d in diags)
     (d,) = diags
-    assert (d.file, d.line, d.column) == (f"tests/bad_specs/{case}.spec", line, column)
+    assert (d.file, d.line, d.column) == (file[0] if file else f"tests/bad_specs/{case}.spec", line, column)
     assert message in d.message
     assert d.hint, "every diagnostic here should come with a hint"
     assert hint in d.hint

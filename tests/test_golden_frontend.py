@@ -4,9 +4,9 @@ import hygiene and speed.
     tests/golden/summary/<stem>.txt   exact stdout of `specc summary <spec>`
     tests/golden/ir/<stem>.json       exact stdout of `specc ir <spec>`
 
-for every spec in specs/ and tests/specs/ (run from the repository root, so
-paths appear as given). Regenerate with `pytest --update-golden` and review
-the diff.
+for every spec in specs/, tests/specs/ and tests/specs/graphs/ (run from the
+repository root, so paths appear as given). Regenerate with
+`pytest --update-golden` and review the diff.
 """
 
 from __future__ import annotations
@@ -27,7 +27,8 @@ from specc.ir import Model, Program, Train
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
-SPECS = sorted((REPO / "specs").glob("*.spec")) + sorted((TESTS / "specs").glob("*.spec"))
+SPECS = (sorted((REPO / "specs").glob("*.spec")) + sorted((TESTS / "specs").glob("*.spec"))
+         + sorted((TESTS / "specs" / "graphs").glob("*.spec")))
 SPEC_IDS = [p.stem for p in SPECS]
 FRAMEWORKS = ("jax", "jaxlib", "flax", "optax", "torch", "tensorflow", "keras")
 
@@ -131,7 +132,8 @@ def test_train_blocks_fill_in_every_default():
 
 # ---------------------------------------------------------------- report invariants
 
-_ROW = re.compile(r"^(?P<label>\S+ \(\w+\))\s+(?P<shape>\(None(?:, \d+)*\))\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)$")
+_ROW = re.compile(r"^(?P<label>\S+ \(\w+\))\s+(?P<shape>\(None(?:, \d+)*\))\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)"
+                  r"(?:\s+(?P<connected>\S+))?$")
 
 
 def _number(line: str, key: str) -> int:
@@ -147,6 +149,9 @@ def test_param_column_sums_to_total(spec):
         report = specc.summary(model)
         text = str(report)
         rows = [m for m in map(_ROW.match, text.splitlines()) if m]
+        if not model.is_sequential:  # Keras's functional summary: an input row, and what each node reads
+            assert rows.pop(0).group("label") == "input (InputLayer)"
+            assert re.findall(r"(\S+)\[0\]\[0\]", text) == [name for x in model.layers for name in x.inputs]
         assert len(rows) == len(model.layers)
         assert [r.group("label") for r in rows] == [f"{x.name} ({x.kind})" for x in model.layers]
         footer = {line.split(":")[0]: line for line in text.splitlines() if ": " in line}
@@ -168,7 +173,7 @@ def test_summary_json_format(capsys, at_repo_root):
     assert sum(layer["params"] for layer in data["layers"]) == data["total_params"]
     assert data["layers"][0] == {"name": "conv2d_1", "type": "Conv2D", "output_shape": [None, 20, 28, 28],
                                  "params": 520, "trainable_params": 520, "mult_adds": 407_680,
-                                 "activation": "relu"}
+                                 "activation": "relu", "inputs": ["input"]}
     both = json.loads(cli_stdout(capsys, "summary", "specs/gan.spec", "--format", "json"))
     assert [(m["model"], m["total_params"], m["non_trainable_params"]) for m in both] == [
         ("generator", 732_929, 12_544), ("discriminator", 13_185, 0)]

@@ -309,6 +309,7 @@ def test_statements_may_share_a_line_and_calls_span_lines():
     ("gan", "discriminator", 13_185, 0),
     ("autoencoder", "autoencoder", 14_353, 0),
     ("lstm", "lstm", 81_674, 0),
+    ("resnet50", "resnet50", 25_636_712, 53_120),  # Keras applications.ResNet50(weights=None)
 ])
 def test_seed_spec_totals(spec, model, total, non_trainable):
     report = specc.summary(specc.load(SPECS / f"{spec}.spec")[model])
@@ -330,4 +331,5 @@ def test_seed_spec_per_layer_params(spec, model, per_layer):
 
 
 def test_every_seed_spec_is_covered():
-    assert {p.stem for p in SPECS.glob("*.spec")} == {"perceptron", "mlp", "lenet", "gan", "autoencoder", "lstm"}
+    assert {p.stem for p in SPECS.glob("*.spec")} == {"perceptron", "mlp", "lenet", "gan", "autoencoder", "lstm",
+                                                     "resnet50"}
