@@ -137,10 +137,13 @@ def check_calls(table: BlockTable, unknown, out: Collector) -> None:
 
 def _report_cycles(table: BlockTable, out: Collector) -> None:
     """Depth-first over the call graph; each edge back into the current chain
-    is one cycle, reported at that call."""
+    closes one cycle, reported at the chain's first call (in the block the
+    cycle starts from, where a reader follows the chain)."""
     state: dict[str, str] = {}  # "active" while on the chain, then "done"
+    chain: list[str] = []
+    edges: list[ast.LayerStmt] = []  # edges[i]: the call from chain[i] to chain[i + 1]
 
-    def visit(name: str, chain: list[str]) -> None:
+    def visit(name: str) -> None:
         state[name] = "active"
         chain.append(name)
         for s in calls(table[name].node.body):
@@ -148,16 +151,20 @@ def _report_cycles(table: BlockTable, out: Collector) -> None:
             if callee not in table:
                 continue
             if state.get(callee) == "active":
-                loop = chain[chain.index(callee):] + [callee]
+                start = chain.index(callee)
+                loop = chain[start:] + [callee]
+                first = (edges[start:] + [s])[0]
                 how = "itself" if len(loop) == 2 else "itself through " + ", ".join(loop[1:-1])
-                out.error(f"block '{callee}' calls {how}: {' -> '.join(loop)}", s.call.name_span,
+                out.error(f"block '{callee}' calls {how}: {' -> '.join(loop)}", first.call.name_span,
                           "a block cannot call itself, directly or through other blocks; "
                           "to repeat layers write repeat N { ... }")
             elif callee not in state:
-                visit(callee, chain)
+                edges.append(s)
+                visit(callee)
+                edges.pop()
         chain.pop()
         state[name] = "done"
 
     for name in table.blocks:
         if name not in state:
-            visit(name, [])
+            visit(name)

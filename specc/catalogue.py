@@ -481,19 +481,6 @@ class LayerDef:
     def arg(self, name: str) -> Arg | None:
         return next((a for a in self.args if a.name == name), None)
 
-    def signature(self) -> str:
-        pos = [a.name for a in self.args if a.positional]
-        kw = [f"{a.name}={'...' if a.required else _default_text(a.default)}" for a in self.args if not a.positional]
-        return f"{self.kind}(" + ", ".join(pos + (["; "] if pos and kw else []) + kw).replace(", ; , ", "; ") + ")"
-
-
-def _default_text(v: Any) -> str:
-    if v is None:
-        return "none"
-    if isinstance(v, Symbol):
-        return v.name
-    return _describe(v)
-
 
 _ACT = Arg("activation", "activation", Symbol("linear"))
 _BIAS = Arg("bias", "bool", True)

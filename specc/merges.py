@@ -78,7 +78,7 @@ class MergeChecks:
                 continue
             where = f"on every axis but {joined}" if 0 <= joined < rank else "in rank"
             self.out.error(f"concat branches must agree {where}: branch 1 gives {_shape_str(shapes[0])}, "
-                           f"branch {i} gives {_shape_str(shape)}", s.branches[i - 1].keyword,
+                           f"branch {i} gives {_shape_str(shape)}", s.keyword,
                            f"only axis {joined} is joined; give every branch the same other dimensions "
                            "(e.g. padding=same and the same strides)" if 0 <= joined < rank
                            else "every branch must give the same number of axes")

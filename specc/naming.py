@@ -49,8 +49,9 @@ class Names:
 def unknown_call(call: ast.CallExpr, blocks: BlockTable, out: Collector) -> None:
     """Report a call that is neither a layer nor a block, with the closest name."""
     name = call.name
-    if name in LAYERS:  # a merge kind
-        form = "residual { ... }" if name == "Add" else "concat { branch { ... } branch { ... } }"
+    merge = name if name in LAYERS else ALIASES.get(name)
+    if merge in LAYERS and LAYERS[merge].merge:  # Add, Concat (Concatenate)
+        form = "residual { ... }" if merge == "Add" else "concat { branch { ... } branch { ... } }"
         out.error(f"{name} joins branches and is not written as a layer", call.name_span, f"write {form}")
         return
     if blocks.incomplete and name[:1].islower():

@@ -142,7 +142,7 @@ class _ToAst(Transformer):
         return ast.Residual(body, shortcut, self._s(meta), self._keyword(meta, "residual"))
 
     def shortcut(self, children):
-        return children[0]
+        return children[-1]
 
     @v_args(meta=True)
     def repeat(self, meta, children):

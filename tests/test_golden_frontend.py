@@ -221,6 +221,8 @@ sys.exit(status)
     ("summary", "specs/lenet.spec", "--format", "json"),
     ("ir", "specs/autoencoder.spec"),
     ("check", "tests/bad_specs/unknown_layer.spec"),
+    ("summary", "specs/resnet50.spec"),
+    ("check", "tests/specs/graphs/graph_import.spec", "tests/bad_specs/import_error_inside.spec"),
 ])
 def test_front_end_commands_import_no_framework(args):
     code = _PROBE.format(banned=set(FRAMEWORKS))

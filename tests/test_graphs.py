@@ -102,6 +102,13 @@ def test_residual_adds_body_and_shortcut_and_identity_reads_the_input():
     assert [x.name for x in model.consumers("add_1")] == ["basic_1/conv2d_1", "basic_1/conv2d_2"]
 
 
+def test_shortcut_may_start_the_line_after_the_residual_body():
+    model = model_of("    residual {\n        Dense(4)\n    }   # body\n\n    # projection\n    shortcut {\n"
+                     "        Dense(4)\n    }\n    shortcut: Dense(4)", input_line="[3]")
+    assert names(model) == ["dense_1", "dense_2", "add_1", "shortcut"]
+    assert model.layer("dense_2").line == 20 and model.layer("shortcut").line == 22
+
+
 def test_concat_branches_read_one_input_and_join_on_the_axis():
     model = model_of("    concat(axis=0) {\n        branch { Conv2D(2, 1) }\n        branch { }\n"
                      "        branch { MaxPool(1) }\n    }")
