@@ -89,6 +89,7 @@ def _parameters(item: ast.BlockDef, scope: Scope, evaluator: Evaluator) -> tuple
         elif args and not args[-1].required:
             out.error(f"parameter '{p.name}' has no default but follows one that has", p.span,
                       "put the parameters with defaults last, as in Python")
+            default = FAILED  # calls stay silent: the definition is what is wrong
         args.append(Arg(p.name, "value", default, positional=True))
     return tuple(args)
 

@@ -31,7 +31,7 @@ from .ir import INPUT, Layer, Shape
 from .merges import MergeChecks
 from .naming import Names, unknown_call
 
-MAX_STATEMENTS = 100_000  # unrolled statements per model: `repeat 10**9 { }` must not hang
+MAX_STATEMENTS = 50_000  # unrolled statements per model: `repeat 10**9 { }` must not hang
 MAX_CALL_DEPTH = 64
 
 
@@ -79,10 +79,7 @@ class GraphBuilder:
 
     def statement(self, s, x: Value, ctx: Context) -> Value:
         self.work += 1
-        if self.work > MAX_STATEMENTS:
-            self.out.error(f"this model unrolls to more than {MAX_STATEMENTS:,} layers", s.span,
-                           "use smaller repeat counts")
-            raise _Abandon
+        self.check_size(self.work, s.span)
         if isinstance(s, ast.LayerStmt):
             return self.layer_stmt(s, x, ctx)
         if isinstance(s, ast.Residual):
@@ -97,6 +94,13 @@ class GraphBuilder:
         else:
             self.out.error("input must be the first line of a model", s.span, "move `input [...]` above the first layer")
         return self.unknown(x)
+
+    def check_size(self, statements: int, span: Span) -> None:
+        """Abandon a model that would unroll to more than MAX_STATEMENTS statements."""
+        if statements > MAX_STATEMENTS:
+            self.out.error(f"this model unrolls to more than {MAX_STATEMENTS:,} layers", span,
+                           "use smaller repeat counts")
+            raise _Abandon
 
     def unknown(self, x: Value) -> Value:
         """x with its shape unknown: something before went wrong, and the
@@ -178,6 +182,23 @@ class GraphBuilder:
             return self.body(s.body, self.unknown(x), ctx)
         if not s.body:
             return x
+        # At least this much unrolling is ahead (a block call counts once):
+        # refuse a count far too large before spending time on it.
+        self.check_size(self.work + count * _size(s.body), s.count.span)
         for _ in range(count):
             x = self.body(s.body, x, ctx)
         return x
+
+
+def _size(body: tuple) -> int:
+    """Statements in a body, nested ones included, block calls counted once."""
+    total = 0
+    for s in body:
+        total += 1
+        if isinstance(s, ast.Residual):
+            total += _size(s.body) + _size(s.shortcut or ())
+        elif isinstance(s, ast.Repeat):
+            total += _size(s.body)
+        elif isinstance(s, ast.Concat):
+            total += sum(_size(b.body) for b in s.branches)
+    return total

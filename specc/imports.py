@@ -92,7 +92,7 @@ class Loader:
             except OSError:
                 near = []
             hint = suggestion(os.path.basename(name), near, "specs there") if near else None
-            self.out.error(f'cannot import "{item.path}": {name} does not exist', item.span,
+            self.out.error(f'cannot import "{item.path}": file not found (looked for {name})', item.span,
                            hint or "the path is relative to the folder of the importing file")
         else:
             self.out.error(f'cannot import "{item.path}": {err.strerror or err}', item.span,

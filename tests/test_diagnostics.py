@@ -111,7 +111,8 @@ CASES = {
     "repeat_named_layer": (4, 9, "layer name 'hidden' would be given more than once by repeat",
                            "leave layers inside repeat unnamed"),
     "merge_written_as_layer": (4, 5, "Add joins branches and is not written as a layer", "write residual { ... }"),
-    "import_missing": (1, 1, 'cannot import "imports/blocs.spec": tests/bad_specs/imports/blocs.spec does not exist',
+    "import_missing": (1, 1, 'cannot import "imports/blocs.spec": file not found '
+                       '(looked for tests/bad_specs/imports/blocs.spec)',
                        "did you mean blocks.spec?"),
     # A diagnostic in an imported file is at that file's line (the 5th item: the file).
     "import_cycle": (2, 1, "import cycle: tests/bad_specs/import_cycle.spec -> tests/bad_specs/imports/cycle_b.spec"
