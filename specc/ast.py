@@ -1,7 +1,7 @@
 """Syntax tree: frozen dataclasses, each carrying the `Span` it was written at.
 
-Produced by specc.parse, consumed only by specc.check; nothing below the IR
-ever sees these.
+Produced by specc.parse, consumed only by the checker (specc.check and the
+modules it is made of); nothing below the IR ever sees these.
 """
 
 from __future__ import annotations

@@ -8,10 +8,11 @@ checked. Each part lives in its own module:
     imports.py      other files, cycles, sources
 
 All independent problems are collected and raised together as one SpecError.
-Items are read in order: a `let` or an import is usable below it; blocks may
-be called from anywhere in the file (so that calls between blocks can be
-checked for cycles); models and train blocks are checked once every item has
-been read, each with the constants defined above it.
+Items are read in order: a constant (a `let`, or one an import brings) is
+usable below it; blocks, the file's and its imports', may be called from
+anywhere (so that calls between blocks can be checked for cycles); models and
+train blocks are checked once every item has been read, each with the
+constants defined above it.
 """
 
 from __future__ import annotations
