@@ -306,6 +306,7 @@ class Train(_Immutable):
     seed: int = 0
     schedule: Call = Call("constant")
     patience: int | None = None
+    recipe: Call | None = None  # gan(...), autoencoder(...); None: supervised
 
     def __post_init__(self):
         object.__setattr__(self, "metrics", tuple(self.metrics))
@@ -327,6 +328,8 @@ class Train(_Immutable):
             "seed": self.seed,
             "schedule": self.schedule.to_dict(),
             "patience": self.patience,
+            # Written only when given, so supervised blocks read as in version 1.
+            **({"recipe": self.recipe.to_dict()} if self.recipe is not None else {}),
         }
 
     @classmethod
@@ -342,6 +345,7 @@ class Train(_Immutable):
             seed=d["seed"],
             schedule=Call.from_dict(d["schedule"]),
             patience=d.get("patience"),
+            recipe=Call.from_dict(d["recipe"]) if d.get("recipe") is not None else None,
         )
 
     def to_json(self, indent: int | None = 2) -> str:

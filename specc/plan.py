@@ -146,6 +146,6 @@ def check_optimizer_state(model: Model, optimizer: Call, state) -> None:
     """Refuse (RunError naming the key) optimiser state that does not fit."""
     problem = optimizer_state_problem(model, optimizer, {k: tuple(getattr(v, "shape", ())) for k, v in state.items()})
     if problem:
-        from .runner import RunError  # the runner imports this module
+        from .rundir import RunError
 
         raise RunError(f"the optimiser state does not fit {optimizer.name} on model {model.name}: {problem}")

@@ -1,0 +1,100 @@
+"""Recipes: what the runner's loop talks to, one per kind of training.
+
+A recipe owns everything that differs between kinds of training: which
+models and trainers it holds (built through the backend registry), how the
+data is loaded, checked and placed on the device, one step, what is pulled
+for progress, how a split is evaluated, which weights and optimiser states go
+into a checkpoint, and which metrics, pictures and results it writes. The
+loop (specc.loop), the run directory (specc.rundir), checkpoints
+(specc.checkpoint) and progress (specc.progress) are shared by every recipe.
+
+A train block without `recipe = ...` is supervised; `gan(D, latent=N)` and
+`autoencoder(noise=s)` name the others (specc.options.RECIPES).
+"""
+
+from __future__ import annotations
+
+import importlib
+from pathlib import Path
+from typing import Any, Protocol
+
+import numpy as np
+
+from ..checkpoint import Checkpoint
+from ..data import Dataset
+from ..ir import Model, Program, Train
+from ..plan import Plan
+
+Arrays = dict[str, np.ndarray]
+Groups = dict[str, Arrays]  # checkpoint group -> canonical arrays
+
+# recipe name -> (module of this package, class): one explicit table.
+RECIPES = {"supervised": ("supervised", "SupervisedRecipe"),
+           "autoencoder": ("autoencoder", "AutoencoderRecipe"),
+           "gan": ("gan", "GanRecipe")}
+
+
+class Recipe(Protocol):
+    name: str
+    model: Model  # the train block's model: its weights are the run's weights.safetensors
+    train: Train
+    plan: Plan  # made by load_data
+    metrics: tuple[str, ...]  # pulled each step; their epoch means are the row's first columns
+    progress_metrics: tuple[str, ...]  # the ones the progress bar shows
+    monitor: str | None  # the metric early stopping watches (its val_ form when validating); None: never
+    weight_groups: tuple[str, ...]  # the checkpoint groups that are weights (early stopping keeps their best)
+
+    def models(self) -> tuple[Model, ...]: ...  # every model it trains (summary.txt, the header)
+    def describe(self) -> str: ...  # "1,256,080 params": the header's words on the models
+    def load_data(self, data_dir: str | None, limit: int | None) -> Dataset: ...  # loaded, checked; makes plan
+    def checkpoint_shapes(self) -> dict[str, tuple[dict, str]]: ...  # group -> (key -> shape, what it holds)
+    def start(self, groups: Groups | None) -> None: ...  # trainers from initial or checkpointed arrays; data placed
+    def begin_epoch(self, order: np.ndarray, epoch: int) -> None: ...
+    def step(self, i: int) -> None: ...  # asynchronous: never waits for the device
+    def pull(self) -> dict: ...  # metric means since the last pull, samples, bad_step (-1: none), bad_value
+    def evaluate(self, split: str) -> dict | None: ...  # metric -> value on "val"/"test"; None without the split
+    def checkpoint(self) -> Groups: ...
+    def weights(self) -> Groups: ...  # the weight groups only
+    def set_weights(self, groups: Groups) -> None: ...
+    def end_epoch(self, epoch: int, run_dir: Path) -> list[str]: ...  # pictures; notes for the user
+    def final_result(self, run_dir: Path) -> dict: ...  # result.json's recipe part (test loss, scores)
+    def headline(self, result: dict) -> dict: ...  # label -> value for the closing line
+    def save_weights(self, run_dir: Path, backend: str) -> Arrays: ...  # the files; returns the model's weights
+    def evaluate_saved(self, weights_path: str, data_dir: str | None, batch: int | None) -> dict: ...
+
+
+def recipe_name(train: Train) -> str:
+    return train.recipe.name if train.recipe is not None else "supervised"
+
+
+def make_recipe(program: Program, model: Model, train: Train, backend: str, device: str = "cpu") -> Recipe:
+    """The recipe of a checked train block (its model `model`, from `program`)."""
+    module, cls = RECIPES[recipe_name(train)]
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(program, model, train, backend, device)
+
+
+def checkpoint_groups(checkpoint: Checkpoint, recipe: Recipe) -> Groups:
+    """The checkpoint's arrays, each group checked against the recipe's models
+    and optimisers before a trainer sees them; early stopping's best weights
+    (`best_<group>`) too, when the checkpoint has them."""
+    shapes = recipe.checkpoint_shapes()
+    groups = {group: checkpoint.check(group, keys, what) for group, (keys, what) in shapes.items()}
+    for group in recipe.weight_groups:
+        if f"best_{group}" in checkpoint.groups:
+            keys, what = shapes[group]
+            groups[f"best_{group}"] = checkpoint.check(f"best_{group}", keys, what)
+    return groups
+
+
+def weight_shapes(model: Model) -> dict[str, tuple[int, ...]]:
+    return {key: w.shape for key, w in model.weight_specs().items()}
+
+
+def params_text(model: Model) -> str:
+    return f"{model.params:,} params"
+
+
+def split_arrays(dataset: Dataset) -> dict[str, Any]:
+    """The inputs of each split the data set has ("val" only with a validation split)."""
+    splits = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
+    return {name: x for name, x in splits.items() if x is not None}
