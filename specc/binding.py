@@ -21,8 +21,9 @@ from .constants import Evaluator, Scope
 from .diagnostics import Reported, Span, suggestion
 
 # Argument types whose bare words are names of things (checked by the
-# converter, with its own did-you-mean), not constants.
-SYMBOLIC_TYPES = ("activation", "padding", "transpose_padding")
+# converter, with its own did-you-mean, or for a recipe's `model`, by the
+# train block checker against the file's models), not constants.
+SYMBOLIC_TYPES = ("activation", "padding", "transpose_padding", "model")
 
 # A block parameter takes any value a constant can have.
 CONVERTERS = {**catalogue.CONVERTERS, **options.CONVERTERS, "value": lambda value, name: value}

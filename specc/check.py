@@ -98,7 +98,7 @@ class _FileChecker:
         return True
 
     def trains(self, items: list[tuple[ast.TrainDef, Scope]]) -> None:
-        checker = TrainChecker(self.binder)
+        checker = TrainChecker(self.binder, self.result.models)
         lines: dict[str, int] = {}
         for item, scope in items:
             if item.name in lines:

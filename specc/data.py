@@ -6,9 +6,10 @@ numpy arrays and the same per-epoch sample order (`batch_order`).
 
 Data calls and their arguments (defaults in brackets):
 
-- ``mnist(validation_split=0.0)`` -- the MNIST digits: images as floats in
-  [0, 1] (pixel / 255) reshaped to the model's input shape, labels as int32
-  class ids 0..9. Where the four IDX files are looked for, in order:
+- ``mnist(validation_split=0.0, range=[0, 1])`` -- the MNIST digits: images
+  as floats in [0, 1] (pixel / 255) reshaped to the model's input shape, or in
+  ``range=[lo, hi]`` (lo + (hi - lo) * pixel / 255; [-1, 1] for a tanh
+  generator), labels as int32 class ids 0..9. Where the four IDX files are looked for, in order:
   `data_dir` (the argument of `load_dataset`), ``$SPECC_DATA``, the copy shipped
   inside the package (``specc/datasets/mnist``), the user cache
   (``$XDG_CACHE_HOME/specc/mnist``, else ``~/.cache/specc/mnist``); for
@@ -369,9 +370,21 @@ def _float_dtype(name: str, input_dtype: str) -> np.dtype:
 # --------------------------------------------------------------------------- loaders
 
 
+def _pixel_range(value: Any) -> tuple[float, float] | None:
+    """mnist(range=[lo, hi]); None for the default [0, 1] (pixel / 255 exactly)."""
+    if value is None:
+        return None
+    ok = isinstance(value, (list, tuple)) and len(value) == 2 and all(
+        isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v) for v in value)
+    if not ok or not value[0] < value[1]:
+        raise DataError(f"mnist(): range must be two numbers [low, high] with low < high, got {value!r}")
+    return None if tuple(value) == (0, 1) else (float(value[0]), float(value[1]))
+
+
 def _load_mnist(call, input_shape, input_dtype, data_dir, limit) -> Dataset:
-    a = _args("mnist", call.args, {"validation_split": 0.0})
+    a = _args("mnist", call.args, {"validation_split": 0.0, "range": None})
     split = _check_split("mnist", a["validation_split"])
+    pixels = _pixel_range(a["range"])
     shape = tuple(int(d) for d in input_shape)
     if math.prod(shape) != 28 * 28:
         raise DataError(f"the model's input shape {list(shape)} does not fit MNIST's 28x28 images "
@@ -381,7 +394,11 @@ def _load_mnist(call, input_shape, input_dtype, data_dir, limit) -> Dataset:
     arrays = {name: read_idx(_mnist_file(directory, name), sha) for name, sha in MNIST_FILES.items()}
 
     def images(raw: np.ndarray) -> np.ndarray:
-        return np.divide(raw, 255, dtype=dtype).reshape((len(raw),) + shape)
+        x = np.divide(raw, 255, dtype=dtype)
+        if pixels is not None:  # lo + (hi - lo) * pixel / 255: [-1, 1] for a tanh generator
+            lo, hi = pixels
+            x = np.add(np.multiply(x, hi - lo, dtype=dtype), lo, dtype=dtype)
+        return x.reshape((len(raw),) + shape)
 
     x_tr, y_tr = arrays["train-images-idx3-ubyte"], arrays["train-labels-idx1-ubyte"]
     x_tr, y_tr, x_va, y_va = _split_and_limit("mnist", x_tr, y_tr, split, limit)

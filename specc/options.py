@@ -8,14 +8,15 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .catalogue import REQUIRED, Arg, LayerError, _describe
+from .catalogue import REQUIRED, Arg, LayerError, Symbol, _describe
 
 # name -> ordered {argument: default}; the first `positional` arguments may be
 # given without a keyword.
 Signature = dict[str, object]
 
 DATASETS: dict[str, Signature] = {
-    "mnist": {"validation_split": 0.0},
+    # range None: pixels in [0, 1], left out of the IR (fill_derived) so version 1 blocks read as before.
+    "mnist": {"validation_split": 0.0, "range": None},
     "npz": {"path": REQUIRED, "validation_split": 0.0},
     # test_samples None: max(1, samples // 5), filled in by fill_derived().
     "synthetic": {"samples": 1000, "classes": 10, "test_samples": None, "validation_split": 0.0, "seed": 0,
@@ -36,9 +37,15 @@ SCHEDULES: dict[str, Signature] = {
     "step": {"every": REQUIRED, "factor": 0.1},
 }
 
+# Multi-model recipes (version 2); without `recipe`, a train block is supervised.
+RECIPES: dict[str, Signature] = {
+    "gan": {"discriminator": REQUIRED, "latent": REQUIRED},  # the train block's model is the generator
+    "autoencoder": {"noise": 0.0},  # std of the Gaussian input noise; the target is the clean input
+}
+
 # Positional order: the first argument of each may be written without its key.
 POSITIONAL = {"npz": ("path",), "step": ("every", "factor"), "cosine": ("warmup",),
-              **{name: ("lr",) for name in OPTIMIZERS}}
+              **{name: ("lr",) for name in OPTIMIZERS}, "gan": ("discriminator", "latent"), "autoencoder": ("noise",)}
 
 # The type of every argument above (a converter below).
 ARG_TYPES = {
@@ -49,6 +56,7 @@ ARG_TYPES = {
     "momentum": "non_negative", "beta1": "non_negative", "beta2": "non_negative", "rho": "non_negative",
     "weight_decay": "non_negative", "initial_accumulator": "non_negative", "factor": "non_negative",
     "nesterov": "bool",
+    "range": "range", "discriminator": "model", "latent": "count", "noise": "non_negative",
 }
 
 
@@ -62,6 +70,8 @@ def fill_derived(name: str, args: dict) -> dict:
     """Defaults that depend on other arguments, so the IR holds every value."""
     if name == "synthetic" and args.get("test_samples") is None:
         args["test_samples"] = max(1, args["samples"] // 5)
+    if name == "mnist" and args.get("range") is None:
+        args.pop("range", None)  # the default, [0, 1]
     return args
 
 
@@ -111,6 +121,25 @@ def _split(value: Any, name: str) -> float:
     return float(value)
 
 
+def _range(value: Any, name: str) -> list[float]:
+    hint = "e.g. range=[-1, 1] for a tanh generator; the default is [0, 1]"
+    if not isinstance(value, (list, tuple)) or len(value) != 2:
+        raise LayerError(f"{name} must be two numbers [low, high], got {_describe(value)}", hint, name)
+    low, high = (float(_number(v, name)) for v in value)
+    if not low < high:
+        raise LayerError(f"{name} must be [low, high] with low < high, got {_describe(value)}", hint, name)
+    return [low, high]
+
+
+def _model(value: Any, name: str) -> str:
+    """A model of the file, named by a bare word (checked against the file's
+    models by the train block checker)."""
+    if not isinstance(value, Symbol):
+        raise LayerError(f"{name} must name a model of this file, got {_describe(value)}",
+                         "write the model's name as a bare word: gan(discriminator, latent=100)", name)
+    return value.name
+
+
 def _path(value: Any, name: str) -> str:
     if not isinstance(value, str):
         raise LayerError(f"{name} must be a string in double quotes, got {_describe(value)}",
@@ -120,12 +149,13 @@ def _path(value: Any, name: str) -> str:
 
 CONVERTERS: dict[str, Callable[[Any, str], Any]] = {
     "path": _path, "split": _split, "count": _count, "seed": _seed, "positive": _positive,
-    "non_negative": _non_negative,  # "bool" is the catalogue's
+    "non_negative": _non_negative, "range": _range, "model": _model,  # "bool" is the catalogue's
 }
 
 TYPE_WORDS = {
     "path": "a string", "split": "a number in [0, 1)", "count": "a positive integer",
     "seed": "a non-negative integer", "positive": "a positive number", "non_negative": "a non-negative number",
+    "range": "two numbers [low, high]", "model": "the name of a model",
 }
 
 LOSSES = ("cross_entropy", "binary_cross_entropy", "mse", "mae")
@@ -135,7 +165,10 @@ METRICS = ("accuracy",)
 # final activations it accepts (linear: the outputs are taken as logits).
 FUSED_ACTIVATION = {"cross_entropy": "softmax", "binary_cross_entropy": "sigmoid"}
 
-SETTINGS = ("data", "loss", "optimizer", "batch", "epochs", "metrics", "seed", "schedule", "patience")
+SETTINGS = ("data", "loss", "optimizer", "batch", "epochs", "metrics", "seed", "schedule", "patience", "recipe")
 REQUIRED_SETTINGS = ("data", "loss")
+# A GAN's loss is implied: binary cross-entropy on D's output (real 1, fake 0).
+RECIPE_LOSS = {"gan": "binary_cross_entropy"}
+AUTOENCODER_LOSSES = ("binary_cross_entropy", "mse", "mae")
 DEFAULTS = {"optimizer": "adam", "batch": 32, "epochs": 1, "metrics": (), "seed": 0, "schedule": "constant",
             "patience": None}

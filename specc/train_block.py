@@ -1,11 +1,12 @@
 """Train blocks: each setting checked by its entry in one explicit table,
-calls (data, optimizer, schedule) bound by the shared binder, every default
-filled into the IR.
+calls (data, optimizer, schedule, recipe) bound by the shared binder, every
+default filled into the IR. What a recipe needs of the file's models is
+checked in specc.recipe_checks.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from typing import Any, Callable, Mapping
 
 from . import ast, options
 from .binding import Binder, option_signature
@@ -13,14 +14,17 @@ from .catalogue import Symbol, _describe
 from .constants import Scope
 from .diagnostics import Reported, suggestion
 from .ir import Call, Model, Train
+from .recipe_checks import RecipeChecker
 
 EXAMPLES = {"data": "data = mnist(validation_split=0.2)", "loss": "loss = cross_entropy"}
 
 
 class TrainChecker:
-    def __init__(self, binder: Binder):
+    def __init__(self, binder: Binder, models: Mapping[str, Model | None] | None = None):
+        """`models`: every model of the file by name (None: its definition failed)."""
         self.binder = binder
         self.out = binder.out
+        self.recipes = RecipeChecker(self.out, models if models is not None else {})
 
     def train(self, t: ast.TrainDef, model: Model | None, scope: Scope) -> Train | None:
         before = self.out.count
@@ -34,12 +38,17 @@ class TrainChecker:
                 failed = True
         if failed or self.out.count != before:
             return None
-        if model is not None:
+        recipe = values.get("recipe")
+        if model is not None and (recipe is None or recipe.name != "gan"):
             self.loss_fits_model(values["loss"], model, seen["loss"])
+        if model is not None and recipe is not None:
+            self.recipes.check(recipe, seen["recipe"], model, seen, values.get("loss"))
+        if self.out.count != before:
+            return None
         return Train(
             model=t.name,
             data=values["data"],
-            loss=values["loss"],
+            loss=values.get("loss") or options.RECIPE_LOSS[recipe.name],
             optimizer=values.get("optimizer", Call("adam", dict(options.OPTIMIZERS["adam"]))),
             batch=values.get("batch", options.DEFAULTS["batch"]),
             epochs=values.get("epochs", options.DEFAULTS["epochs"]),
@@ -47,6 +56,7 @@ class TrainChecker:
             seed=values.get("seed", 0),
             schedule=values.get("schedule", Call("constant", {})),
             patience=values.get("patience"),
+            recipe=recipe,
         )
 
     def settings(self, t: ast.TrainDef) -> dict[str, ast.Setting]:
@@ -59,8 +69,9 @@ class TrainChecker:
                 self.out.error(f"'{s.key}' is set twice", s.key_span, f"first set on line {seen[s.key].span.line}")
             else:
                 seen[s.key] = s
+        implied = options.RECIPE_LOSS.get(_recipe_word(seen.get("recipe")), None)
         for key in options.REQUIRED_SETTINGS:
-            if key not in seen:
+            if key not in seen and not (key == "loss" and implied):
                 self.out.error(f"train block for '{t.name}' needs {key}", t.name_span, f"add `{EXAMPLES[key]}`")
         return seen
 
@@ -118,6 +129,13 @@ class TrainChecker:
                            f"use loss = {other}" if other else f"end the model with activation={fused}")
 
 
+def _recipe_word(s: ast.Setting | None) -> str | None:
+    """The recipe a block names (before it is checked), to know which settings it needs."""
+    if s is None:
+        return None
+    return s.value.name if isinstance(s.value, (ast.CallExpr, ast.Name)) else None
+
+
 # Every train setting and how it is checked: (checker, setting, scope) -> value.
 SETTINGS: dict[str, Callable[[TrainChecker, ast.Setting, Scope], Any]] = {
     "data": lambda c, s, scope: c.call(s, scope, options.DATASETS, "data set"),
@@ -129,5 +147,6 @@ SETTINGS: dict[str, Callable[[TrainChecker, ast.Setting, Scope], Any]] = {
     "seed": lambda c, s, scope: c.count(s, scope, allow_zero=True),
     "schedule": lambda c, s, scope: c.call(s, scope, options.SCHEDULES, "schedule"),
     "patience": lambda c, s, scope: c.count(s, scope),
+    "recipe": lambda c, s, scope: c.call(s, scope, options.RECIPES, "recipe"),
 }
 assert set(SETTINGS) == set(options.SETTINGS), "every setting of options.SETTINGS has a check"

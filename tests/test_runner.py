@@ -160,6 +160,7 @@ def test_cli_train_bad_data_dir_and_corrupt_idx_are_clear_errors(tmp_path, capsy
 def test_cli_train_needs_a_train_block(tmp_path, capsys):
     from specc.cli import main
 
-    gan = str(Path(__file__).resolve().parents[1] / "specs" / "gan.spec")
-    assert main(["train", gan, "--quiet"]) == 1
+    untrained = tmp_path / "untrained.spec"
+    untrained.write_text(SPEC.split("train small")[0])
+    assert main(["train", str(untrained), "--quiet"]) == 1
     assert "no train block" in capsys.readouterr().err
