@@ -12,8 +12,10 @@ and random nestings of the graph forms.
 from __future__ import annotations
 
 import re
+from math import prod
 from pathlib import Path
 
+import numpy as np
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -42,27 +44,84 @@ WORDS = ["model", "train", "let", "input", "int", "block", "residual", "import",
 TOKEN = re.compile(r"[A-Za-z_][A-Za-z0-9_]*|\d+(?:\.\d*)?(?:[eE][+-]?\d+)?|//|\*\*|\S")
 
 
+# Keras's parameter formulas per layer kind, written out here (not read from
+# the IR's weight lists): (total, trainable) from the layer's input shape and
+# attributes. Kinds without weights count 0; a new weighted kind must be added.
+WEIGHTLESS = {"MaxPool", "AvgPool", "GlobalAvgPool", "Flatten", "Reshape", "Dropout", "ReLU", "Sigmoid", "Tanh",
+              "Softmax", "GELU", "ELU", "SiLU", "LeakyReLU", "Add", "Concat"}
+INIT_WEIGHTS_UP_TO = 2_000_000  # canonical arrays only for seed models this small (resnet50 has 25.6M)
+
+
+def keras_counts(layer) -> tuple[int, int]:
+    a, shape = layer.attrs, layer.input_shape
+    if layer.kind == "Dense":
+        n = shape[-1] * a["units"] + a["units"] * a["bias"]
+    elif layer.kind in ("Conv2D", "ConvTranspose2D"):
+        kh, kw = a["kernel"]
+        n = kh * kw * shape[0] * a["filters"] + a["filters"] * a["bias"]
+    elif layer.kind == "BatchNorm":  # gamma, beta trainable; moving mean and variance not
+        c = shape[-1] if len(shape) == 2 else shape[0]
+        return 4 * c, 2 * c
+    elif layer.kind == "LSTM":
+        u = a["units"]
+        n = 4 * (u * (shape[-1] + u) + u)
+    elif layer.kind == "GRU":  # reset_after: two bias vectors
+        u = a["units"]
+        n = 3 * (u * (shape[-1] + u) + 2 * u)
+    elif layer.kind == "Embedding":
+        n = a["vocab"] * a["dim"]
+    else:
+        assert layer.kind in WEIGHTLESS, f"no parameter formula for {layer.kind}: add one to keras_counts"
+        n = 0
+    return n, n
+
+
+def check_counts(model, make_arrays: bool = False) -> None:
+    """The report's totals against the formulas; with `make_arrays`, against
+    the canonical arrays too (slow for big models: only for the seed specs)."""
+    report = specc.summary(model)
+    counts = [keras_counts(layer) for layer in model.layers]
+    assert [(row.params, row.trainable) for row in report.rows] == counts
+    total, trainable = sum(c[0] for c in counts), sum(c[1] for c in counts)
+    assert (report.total, report.trainable, report.non_trainable) == (total, trainable, total - trainable)
+    assert model.params == total
+    assert report.param_bytes == 4 * total
+    # one entry per weight key (a name given twice would collapse two entries into one)
+    assert sum(prod(spec.shape) for spec in model.weight_specs().values()) == total
+    if make_arrays and total <= INIT_WEIGHTS_UP_TO:
+        weights = specc.init_weights(model)
+        assert sum(w.size for w in weights.values()) == total
+        assert all(w.dtype == np.float32 for w in weights.values())
+        prefixes = {key.rsplit("/", 1)[0] for key in weights}  # "<layer>/<param>"; a layer name may hold "/"
+        assert prefixes == {layer.name for layer, c in zip(model.layers, counts) if c[0]}
+
+
 def outcome(source) -> Program | specc.SpecError:
     """Run the front end; only a Program or a SpecError may come back."""
     try:
         result = check_text(source, "fuzz.spec") if isinstance(source, bytes) else specc.loads(source, "fuzz.spec")
     except specc.SpecError as err:
         assert err.diagnostics, "a SpecError must carry at least one diagnostic"
+        rendered = str(err)
+        assert rendered == err.render()
         for d in err.diagnostics:
             assert isinstance(d.message, str) and d.message
             if d.span is not None:
                 assert d.file == "fuzz.spec" or Path(d.file).is_file()  # or a file it imported
                 assert d.line >= 1 and d.column >= 1
-        assert isinstance(str(err), str)  # renders
+                assert f"{d.file}:{d.line}:{d.column}: error: {d.message}" in rendered
+            if d.hint:
+                assert f"hint: {d.hint}" in rendered
         return err
     assert isinstance(result, Program)
     # What checks must also report and serialise.
     assert Program.from_json(result.to_json()) == result
     for model in result:
+        check_counts(model)
         report = specc.summary(model)
-        assert report.total == sum(layer.params for layer in model.layers)
-        str(report)
-        report.to_dict()
+        table = str(report)
+        assert f"Total params: {report.total:,}" in table
+        assert report.to_dict()["total_params"] == report.total
     return result
 
 
@@ -165,6 +224,14 @@ def test_random_graphs(statements, input_shape):
     outcome(f"block g(n) {{\n    Dense(n)\n}}\nmodel m {{\n    input {input_shape}\n    {body}\n}}\n")
 
 
-def test_seeds_are_valid():
+def test_seeds_are_valid_and_counted_by_the_formulas():
+    """Every seed spec unmutated: a Program, and the count checks of `outcome`
+    (so they run on every layer kind every time, not only when hypothesis draws it)."""
+    kinds = set()
     for path in sorted(REPO.glob("specs/*.spec")) + sorted(REPO.glob("tests/specs/**/*.spec")):
-        assert isinstance(specc.load(path), Program), path
+        program = specc.load(path)
+        assert isinstance(program, Program), path
+        for model in program:
+            check_counts(model, make_arrays=True)
+            kinds |= {layer.kind for layer in model.layers}
+    assert {"Dense", "Conv2D", "ConvTranspose2D", "BatchNorm", "LSTM", "GRU", "Embedding"} <= kinds
