@@ -18,6 +18,9 @@ Modules:
                own layout (NHWC or channels-first)
   recurrent    the custom LSTM/GRU cells; activations: the activation table
   convert  canonical weights <-> Flax variables, exact both ways
+  xla_flags    XLA:CPU settings specc picks where measured faster (applied
+               when this package is imported; SPECC_XLA_DEFAULTS=0 turns
+               them off)
 
 Backend API (see specc.backend): `build`, `to_native`, `from_native`, `run`,
 `forward_train`, `gradients`, plus `apply_fn` for the runner. Inputs and
@@ -29,15 +32,21 @@ from __future__ import annotations
 import functools
 from typing import Any, Callable, Mapping
 
-import jax
-import jax.numpy as jnp
-import numpy as np
-from jax import lax
+from . import xla_flags
 
-from specc import ir
+# Before anything can start jax's CPU backend (importing jax does not; the
+# first device query or computation does): specc's XLA:CPU defaults.
+xla_flags.apply_env()
 
-from .convert import from_native, params_to_canonical, to_native
-from .layers import LOWER, SpeccModule, output_activation
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import numpy as np  # noqa: E402
+from jax import lax  # noqa: E402
+
+from specc import ir  # noqa: E402
+
+from .convert import from_native, params_to_canonical, to_native  # noqa: E402
+from .layers import LOWER, SpeccModule, output_activation  # noqa: E402
 
 __all__ = [
     "LOWER",
@@ -46,6 +55,7 @@ __all__ = [
     "build",
     "forward_train",
     "from_native",
+    "gan_trainer",
     "gradients",
     "output_activation",
     "run",
@@ -158,3 +168,11 @@ def trainer(model: ir.Model, plan, weights, device: str = "cpu"):
     from .train import Trainer
 
     return Trainer(model, plan, weights, device)
+
+
+def gan_trainer(generator: ir.Model, discriminator: ir.Model, plan, g_weights, d_weights, latent: int,
+                device: str = "cpu"):
+    """The GAN recipe's trainer: one jitted D-then-G step (see `gan`)."""
+    from .gan import GanTrainer
+
+    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device)

@@ -19,8 +19,8 @@ from . import convert
 from .convert import from_native as _from_native, to_native as _to_native
 from .layers import LOWER, Net, build_net, module_names
 
-__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gradients", "module_names", "run", "to_native",
-           "trainer"]
+__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gan_trainer", "gradients", "module_names", "run",
+           "to_native", "trainer"]
 
 LOSSES = ("mse", "mae")
 
@@ -119,3 +119,11 @@ def trainer(model: Model, plan, weights: Mapping[str, np.ndarray], device: str =
     from .train import Trainer
 
     return Trainer(model, plan, weights, device=device)
+
+
+def gan_trainer(generator: Model, discriminator: Model, plan, g_weights, d_weights, latent: int,
+                device: str = "cpu"):
+    """The GAN recipe's trainer: the DCGAN D-then-G step on two modules (see `gan`)."""
+    from .gan import GanTrainer
+
+    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device=device)
