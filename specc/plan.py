@@ -15,6 +15,10 @@ from dataclasses import dataclass
 from .ir import Call, Model, Train
 from .options import FUSED_ACTIVATION
 
+# specc.noise stream of an autoencoder's evaluation noise (fixed per test sample); apart from
+# specc.noise's STREAM_* (1-4) so that it never repeats the training noise.
+EVAL_NOISE_STREAM = 101
+
 
 @dataclass(frozen=True)
 class Plan:
@@ -29,6 +33,11 @@ class Plan:
     seed: int
     metrics: tuple[str, ...]
     accuracy: str | None = None  # categorical | binary | onehot | None (no accuracy for this loss/target)
+    # An autoencoder's: the target is the clean input, and the input gets Gaussian noise of this std on the
+    # device, drawn from specc.noise (training: stream STREAM_INPUT_NOISE at the global step; evaluation:
+    # EVAL_NOISE_STREAM at each sample's index, so a test sample always gets the same noise).
+    reconstruct: bool = False
+    input_noise: float = 0.0
 
     @property
     def total_steps(self) -> int:
@@ -47,6 +56,7 @@ def make_plan(model: Model, train: Train, train_samples: int, accuracy: str | No
     fused_with = FUSED_ACTIVATION.get(train.loss)
     fused = fused_with is not None and final == fused_with
     logits = fused or (fused_with is not None and final == "linear")
+    reconstruct = train.recipe is not None and train.recipe.name == "autoencoder"
     return Plan(
         loss=train.loss,
         fused=fused,
@@ -59,6 +69,8 @@ def make_plan(model: Model, train: Train, train_samples: int, accuracy: str | No
         seed=train.seed,
         metrics=tuple(train.metrics),
         accuracy=accuracy if "accuracy" in train.metrics else None,
+        reconstruct=reconstruct,
+        input_noise=float(train.recipe.args.get("noise", 0.0)) if reconstruct else 0.0,
     )
 
 

@@ -300,6 +300,19 @@ def validate_dataset(dataset: Dataset, model: Model, train: Train) -> None:
         _check_y(where, f"y_{split}", y, model, train.loss)
 
 
+def validate_inputs(dataset: Dataset, model: Model, train: Train) -> None:
+    """Every split's inputs against the model, for recipes that use no labels
+    (an autoencoder's target is its input; a GAN's data are the real samples
+    its discriminator takes)."""
+    where = _source(dataset, train)
+    for split, x, _ in _splits(dataset):
+        if not isinstance(x, np.ndarray):
+            raise DataError(f"{where}: missing array 'x_{split}'")
+        if x.ndim == 0 or len(x) == 0:
+            raise DataError(f"{where}: x_{split} has no samples")
+        _check_x(where, f"x_{split}", x, model)
+
+
 # ---------------------------------------------------------------- plot inputs
 
 

@@ -7,6 +7,12 @@ accumulators (loss sum, correct count, samples, first non-finite step) are one
 carry, donated to each step, so the loop never waits for the host; `pull` is
 the only sync. The last, partial batch has its own compiled step, compiled
 ahead of time at the first epoch so it never lands in timed steps.
+
+An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
+is the clean batch, and the model sees it with Gaussian noise of
+`plan.input_noise` added inside the compiled step, drawn from specc.noise at
+the step counter (evaluation: at each sample's index), so both backends see
+the same noise.
 """
 
 from __future__ import annotations
@@ -21,10 +27,12 @@ from jax import lax
 
 from specc import ir
 from specc.backend import BackendError
-from specc.plan import Plan, check_optimizer_state, learning_rate, optimizer_slots, step_key
+from specc.noise import STREAM_INPUT_NOISE
+from specc.plan import EVAL_NOISE_STREAM, Plan, check_optimizer_state, learning_rate, optimizer_slots, step_key
 
 from . import apply_fn, from_native, to_native
 from .convert import native_slot, params_to_canonical
+from .noise import gaussian
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -190,15 +198,16 @@ class Trainer:
         self.key = jax.random.key(plan.seed)
         self.global_step = 0
         self._train_steps: dict[int, Any] = {}  # batch size -> compiled step
-        self._eval_step = jax.jit(self._eval, static_argnums=(4,), donate_argnums=(0,))
+        self._eval_step = jax.jit(self._eval, static_argnums=(5,), donate_argnums=(0,))
         self._data = self._order = None
 
     # -- data
-    def put(self, x: np.ndarray, y: np.ndarray):
+    def put(self, x: np.ndarray, y: np.ndarray | None):
+        """A split on the device; `y` None when the target is the input itself."""
         x_dtype = np.int32 if self.model.input_dtype == "int32" else np.float32
         y_dtype = np.int32 if self.plan.loss == "cross_entropy" else np.float32  # class ids
         return (jax.device_put(np.asarray(x, x_dtype), self.device),
-                jax.device_put(np.asarray(y, y_dtype), self.device))
+                None if y is None else jax.device_put(np.asarray(y, y_dtype), self.device))
 
     def begin_epoch(self, data, order: np.ndarray, epoch: int) -> None:
         self._data = data
@@ -218,7 +227,10 @@ class Trainer:
     # -- the compiled step
     def _train(self, carry, x_all, y_all, order, start, size: int):
         idx = lax.dynamic_slice_in_dim(order, start, size)
-        x, y = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
+        if self.plan.reconstruct:
+            x, y = self._noisy_input(jnp.take(x_all, idx, axis=0), carry["step"])
+        else:
+            x, y = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
         rng = jax.random.fold_in(self.key, carry["step"])
         variables_stats = carry["batch_stats"]
 
@@ -243,6 +255,13 @@ class Trainer:
         return {"params": params, "batch_stats": new_stats if new_stats else variables_stats, "opt": opt,
                 "metrics": metrics, "step": carry["step"] + 1}
 
+    def _noisy_input(self, x, step):
+        """(what the model sees, the target) of an autoencoder's batch: the
+        clean input is the target, the model sees it with the step's noise."""
+        if not self.plan.input_noise:
+            return x, x
+        return x + self.plan.input_noise * gaussian(self.plan.seed, STREAM_INPUT_NOISE, step, x.shape), x
+
     def step(self, i: int) -> None:
         b = self.plan.batch
         size = b if i < self._full else len(self._order) - i * b
@@ -264,7 +283,12 @@ class Trainer:
                 "samples": samples, "bad_step": bad, "bad_value": _nonfinite_name(float(m["bad_loss"]))}
 
     # -- evaluation
-    def _eval(self, sums, variables, x, y, size: int):
+    def _eval(self, sums, variables, x, y, start, size: int):
+        if self.plan.reconstruct:  # noise fixed per sample: sample j draws at step j
+            y = x
+            if self.plan.input_noise:
+                steps = start + jnp.arange(size, dtype=jnp.int32)
+                x = x + self.plan.input_noise * gaussian(self.plan.seed, EVAL_NOISE_STREAM, steps, x.shape[1:])
         out, _ = self.apply(variables, x, False, None)
         losses = per_sample_loss(self.plan, out, y)
         return {"loss": sums["loss"] + jnp.sum(losses), "correct": sums["correct"] + correct_count(self.plan, out, y)}
@@ -277,7 +301,8 @@ class Trainer:
                               self.device)
         for start in range(0, n, batch):
             stop = min(start + batch, n)
-            sums = self._eval_step(sums, variables, x_all[start:stop], y_all[start:stop], stop - start)
+            y = None if y_all is None else y_all[start:stop]
+            sums = self._eval_step(sums, variables, x_all[start:stop], y, jnp.int32(start), stop - start)
         sums = jax.device_get(sums)
         return {"loss": float(sums["loss"]) / max(n, 1),
                 "accuracy": float(sums["correct"]) / max(n, 1) if self.plan.accuracy else None}

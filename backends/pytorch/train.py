@@ -12,6 +12,11 @@ softmax/sigmoid: that activation is left out of this trainer's network (the
 canonical weights are unaffected), and evaluation uses the same network and
 loss. Dropout draws from a torch.Generator seeded from (seed, epoch), so a run
 resumed at an epoch boundary repeats the uninterrupted run's masks exactly.
+
+An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
+is the clean batch, and the model sees it with Gaussian noise of
+`plan.input_noise` drawn on the device from specc.noise at the optimiser step
+(evaluation: at each sample's index), the numbers the JAX trainer draws.
 """
 
 from __future__ import annotations
@@ -27,10 +32,12 @@ from torch import nn
 from specc.backend import BackendError
 from specc.catalogue import ACTIVATION_LAYERS
 from specc.ir import Model
-from specc.plan import Plan, learning_rate
+from specc.noise import STREAM_INPUT_NOISE
+from specc.plan import EVAL_NOISE_STREAM, Plan, learning_rate
 
 from . import convert
 from .layers import Net, build_net
+from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
@@ -219,7 +226,13 @@ class Trainer:
         idx = self._order[i * b:(i + 1) * b]
         data = self._data
         xb = data.x.index_select(0, idx)
-        yb = data.y.index_select(0, idx)
+        if self.plan.reconstruct:  # the target is the clean input; the model sees it noisy
+            yb = xb
+            if self.plan.input_noise:
+                xb = xb + self.plan.input_noise * gaussian(self.plan.seed, STREAM_INPUT_NOISE, self.updates,
+                                                           xb.shape, self.device)
+        else:
+            yb = data.y.index_select(0, idx)
         out = self.net(xb)
         loss = self._loss_fn(out, yb)
         self.optimizer.zero_grad(set_to_none=True)
@@ -282,7 +295,7 @@ class Trainer:
         try:
             with torch.inference_mode():
                 for s in range(0, n, batch):
-                    xb, yb = data.x[s:s + batch], data.y[s:s + batch]
+                    xb, yb = self._eval_batch(data, s, batch)
                     out = net(xb)
                     total[0] += self._loss_fn(out, yb).double() * xb.shape[0]
                     if self._hits_fn is not None:
@@ -292,6 +305,16 @@ class Trainer:
             net.train()
         n = max(n, 1)
         return {"loss": loss / n, "accuracy": hits / n if self._hits_fn is not None else None}
+
+    def _eval_batch(self, data: Split, start: int, batch: int) -> tuple[torch.Tensor, torch.Tensor]:
+        xb = data.x[start:start + batch]
+        if not self.plan.reconstruct:
+            return xb, data.y[start:start + batch]
+        if not self.plan.input_noise:
+            return xb, xb
+        steps = torch.arange(start, start + xb.shape[0], device=self.device)  # sample j draws at step j
+        noise = gaussian(self.plan.seed, EVAL_NOISE_STREAM, steps, xb.shape[1:], self.device)
+        return xb + self.plan.input_noise * noise, xb
 
     # ------------------------------------------------------------ weights and optimiser state
 

@@ -98,3 +98,51 @@ def split_arrays(dataset: Dataset) -> dict[str, Any]:
     """The inputs of each split the data set has ("val" only with a validation split)."""
     splits = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
     return {name: x for name, x in splits.items() if x is not None}
+
+
+# ---------------------------------------------------------------- pictures, shared by the recipes that draw
+
+
+SAMPLES_DIR = "samples"  # samples/epoch-001.png, ... one picture per epoch
+
+
+def epoch_picture(run_dir: Path, epoch: int) -> Path:
+    return run_dir / SAMPLES_DIR / f"epoch-{epoch + 1:03d}.png"
+
+
+def data_range(train: Train) -> tuple[float, float]:
+    """The range of the data's values: mnist(range=[lo, hi]), else [0, 1]."""
+    low, high = train.data.args.get("range") or (0.0, 1.0)
+    return float(low), float(high)
+
+
+def image_shape(shape) -> tuple[int, ...] | None:
+    """How samples of `shape` are drawn ([C, H, W] with C 1 or 3; [H, W];
+    a square [N] as one channel), or None when they are not pictures."""
+    shape = tuple(int(d) for d in shape)
+    if len(shape) == 3 and shape[0] in (1, 3):
+        return shape
+    if len(shape) == 2:
+        return (1, *shape)
+    side = int(round(float(np.sqrt(shape[0])))) if len(shape) == 1 else 0
+    return (1, side, side) if side and side * side == shape[0] else None
+
+
+class Pictures:
+    """Writes a recipe's PNGs; without matplotlib, one note and no pictures
+    (a run never fails for want of a picture)."""
+
+    def __init__(self):
+        self.unavailable = False
+
+    def draw(self, write) -> list[str]:
+        if self.unavailable:
+            return []
+        from ..pictures import PicturesUnavailable
+
+        try:
+            write()
+        except PicturesUnavailable as err:
+            self.unavailable = True
+            return [f"{err.message}; {err.hint}" if err.hint else err.message]
+        return []

@@ -108,10 +108,14 @@ class SupervisedRecipe:
         self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, device=self.device)
         if groups:
             self.trainer.set_optimizer_state(groups["optimizer"])
+        self.splits = self.place()
+
+    def place(self) -> dict[str, Any]:
+        """Each split the data set has, on the device once, with its targets."""
         d = self.dataset
         splits = {"train": (d.x_train, d.y_train), "val": (d.x_val, d.y_val), "test": (d.x_test, d.y_test)}
-        self.splits = {split: self.trainer.put(x, prepare_targets(self.model, self.train, y))
-                       for split, (x, y) in splits.items() if x is not None}
+        return {split: self.trainer.put(x, prepare_targets(self.model, self.train, y))
+                for split, (x, y) in splits.items() if x is not None}
 
     # ------------------------------------------------------------ the loop's side
 
