@@ -30,7 +30,7 @@ from pathlib import Path
 import pytest
 
 # Keras (a test-only oracle) runs on JAX; without this it looks for TensorFlow
-# and pytest.importorskip("keras") would skip silently.
+# and `import keras` fails (pytest.importorskip("keras") would skip silently).
 os.environ.setdefault("KERAS_BACKEND", "jax")
 
 TESTS_DIR = Path(__file__).resolve().parent

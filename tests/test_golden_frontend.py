@@ -129,6 +129,25 @@ def test_train_blocks_fill_in_every_default():
     assert adam.schedule.name == "constant"
 
 
+# Keras 3's defaults (keras.optimizers.SGD, Adam, AdamW, RMSprop, Adagrad), written
+# out: the backends' update tests take their hyperparameters from the IR, so the
+# defaults are checked here, against Keras, not against specc's own table.
+KERAS_OPTIMIZER_DEFAULTS = {
+    "sgd": {"lr": 0.01, "momentum": 0.0, "nesterov": False},
+    "adam": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7},
+    "adamw": {"lr": 0.001, "beta1": 0.9, "beta2": 0.999, "epsilon": 1e-7, "weight_decay": 0.004},
+    "rmsprop": {"lr": 0.001, "rho": 0.9, "momentum": 0.0, "epsilon": 1e-7},
+    "adagrad": {"lr": 0.001, "initial_accumulator": 0.1, "epsilon": 1e-7},
+}
+
+
+@pytest.mark.parametrize("name", sorted(KERAS_OPTIMIZER_DEFAULTS))
+def test_optimizer_defaults_are_keras(name):
+    program = specc.loads("model m {\n input [2]\n Dense(2, activation=softmax)\n}\n"
+                          f"train m {{\n data = mnist\n loss = cross_entropy\n optimizer = {name}\n}}\n")
+    assert dict(program.trains["m"].optimizer.args) == KERAS_OPTIMIZER_DEFAULTS[name]
+
+
 # ---------------------------------------------------------------- report invariants
 
 _ROW = re.compile(r"^(?P<label>\S+ \(\w+\))\s+(?P<shape>\(None(?:, \d+)*\))\s+(?P<params>[\d,]+)\s+(?P<macs>[\d,]+)"
