@@ -1,4 +1,4 @@
-"""The `specc` command: check, summary, ir, train, eval, plot.
+"""The `specc` command: check, summary, ir, train, eval, sample, plot.
 
 `main(argv) -> int` returns the exit status: 0 clean; 1 when the user's files
 or inputs have mistakes (spec diagnostics, or one `specc: error: ...` line
@@ -6,7 +6,7 @@ and an optional `hint:` line for a run-time `UserError`); 2 for a usage
 error; 130 when interrupted; 3 for a bug in specc (an exception no user input
 should cause), reported in one line that asks for a bug report, with the
 traceback only under SPECC_DEBUG=1. No traceback escapes otherwise. The
-front-end commands import neither jax nor torch; train, eval and plot import
+front-end commands import neither jax nor torch; train, eval, sample and plot import
 the runner only when they run.
 """
 

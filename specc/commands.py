@@ -1,4 +1,4 @@
-"""The runner's commands for the CLI: train, eval, plot.
+"""The runner's commands for the CLI: train, eval, sample, plot.
 
 Kept apart from specc.cli so that check, summary and ir never import the
 runner (and so never a framework).
@@ -28,15 +28,26 @@ def add_runner_commands(sub) -> None:
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch table")
     t.set_defaults(run=cmd_train)
 
-    e = sub.add_parser("eval", help="test loss and accuracy of saved weights, on either backend")
+    e = sub.add_parser("eval", help="test figures of saved weights, on either backend (a GAN's: its scores)")
     e.add_argument("file", metavar="FILE")
-    e.add_argument("--weights", required=True, metavar="W", help="a weights.safetensors file")
+    e.add_argument("--weights", required=True, metavar="W",
+                   help="a weights.safetensors file (a GAN run's is the generator's)")
     e.add_argument("--model")
     e.add_argument("--backend", choices=("jax", "torch"), default="jax")
     e.add_argument("--data-dir", metavar="DIR")
     e.add_argument("--device", choices=("cpu", "gpu"), default="cpu")
     e.add_argument("--format", choices=("text", "json"), default="text")
     e.set_defaults(run=cmd_eval)
+
+    g = sub.add_parser("sample", help="draw samples from a trained generator into a PNG grid")
+    g.add_argument("file", metavar="FILE")
+    g.add_argument("--weights", required=True, metavar="W", help="the generator's weights.safetensors")
+    g.add_argument("--model", help="the generator (default: the model of the file's gan train block)")
+    g.add_argument("-n", type=_integer, default=64, help="how many samples (default 64)")
+    g.add_argument("-o", "--out", default="samples.png", help="the PNG to write (default samples.png)")
+    g.add_argument("--backend", choices=("jax", "torch"), default="jax")
+    g.add_argument("--seed", type=_integer, help="the latent noise's seed (default: the train block's)")
+    g.set_defaults(run=cmd_sample)
 
     p = sub.add_parser("plot", help="overlay the loss and accuracy curves of runs")
     p.add_argument("runs", nargs="+", metavar="RUN_DIR")
@@ -82,10 +93,24 @@ def cmd_eval(args) -> int:
     result = evaluate_weights(args.file, args.model, args.weights, args.backend, args.data_dir, args.device)
     if args.format == "json":
         print(json.dumps(result))
-    else:
-        acc = result["test_accuracy"]
-        print(f"{result['model']} on {result['backend']}: test loss {result['test_loss']:.4f}"
-              + (f", test accuracy {acc:.4f}" if acc is not None else "") + f" ({result['test_samples']:,} samples)")
+        return 0
+    figures = [f"{label} {result[key]:.4f}" for key, label in _FIGURES if result.get(key) is not None]
+    count = result.get("test_samples", result.get("scored_samples"))
+    print(f"{result['model']} on {result['backend']}: {', '.join(figures) or 'no scores'}"
+          + (f" ({count:,} samples)" if count else ""))
+    return 0
+
+
+# What `specc eval` prints, in order, when the recipe reports it.
+_FIGURES = (("test_loss", "test loss"), ("test_accuracy", "test accuracy"), ("mnist_is", "mnist_is"),
+            ("mnist_fid", "mnist_fid"))
+
+
+def cmd_sample(args) -> int:
+    from .runner import sample_weights
+
+    path = sample_weights(args.file, args.model, args.weights, args.n, args.out, args.backend, args.seed)
+    print(f"wrote {path}")
     return 0
 
 

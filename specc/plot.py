@@ -1,6 +1,8 @@
 """curves.png: loss and accuracy per epoch, for one run or several overlaid
 (for example the same spec trained on jax and on torch). Accuracy is drawn
-only when a run recorded it (its train block asked for `metrics = [accuracy]`)."""
+only when a run recorded it (its train block asked for `metrics = [accuracy]`).
+A GAN's runs draw d_loss and g_loss, and beside them d_real and d_fake (the
+discriminator's mean outputs)."""
 
 from __future__ import annotations
 
@@ -31,6 +33,8 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
     import matplotlib.pyplot as plt
 
     runs = [(run_dir, read_metrics(run_dir)) for run_dir in run_dirs]
+    if any("d_loss" in r for _, rows in runs for r in rows):
+        return _plot_gan_runs(runs, out, plt)
     with_accuracy = any("accuracy" in r or "val_accuracy" in r for _, rows in runs for r in rows)
     fig, axes = plt.subplots(1, 2 if with_accuracy else 1, figsize=(11 if with_accuracy else 6, 4), squeeze=False)
     ax_loss, ax_acc = axes[0][0], axes[0][-1]
@@ -51,6 +55,26 @@ def plot_runs(run_dirs: list[Path], out: Path) -> Path:
         ax.grid(alpha=0.3)
         if ax.get_legend_handles_labels()[0]:
             ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+    return Path(out)
+
+
+def _plot_gan_runs(runs: list, out: Path, plt) -> Path:
+    fig, (ax_loss, ax_d) = plt.subplots(1, 2, figsize=(11, 4))
+    for run_dir, rows in runs:
+        epochs, label = [r["epoch"] for r in rows], _label(run_dir)
+        (line,) = ax_loss.plot(epochs, [r.get("d_loss") for r in rows], marker="o", label=f"{label} d_loss")
+        ax_loss.plot(epochs, [r.get("g_loss") for r in rows], "--", marker="o", color=line.get_color(),
+                     label=f"{label} g_loss")
+        ax_d.plot(epochs, [r.get("d_real") for r in rows], marker="o", color=line.get_color(), label=f"{label} D(x)")
+        ax_d.plot(epochs, [r.get("d_fake") for r in rows], "--", color=line.get_color(), label=f"{label} D(G(z))")
+    ax_loss.set(title="losses", xlabel="epoch")
+    ax_d.set(title="discriminator outputs", xlabel="epoch", ylim=(0, 1))
+    for ax in (ax_loss, ax_d):
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)

@@ -85,5 +85,5 @@ class Progress:
                           if value is not None)
         rate = result.get("train_samples_per_second")
         rate_text = f", {rate:,.0f} samples/s" if rate else ""
-        self.console.print(f"[bold]done[/]: {shown}; {result['train_seconds']:.1f}s training{rate_text}; "
-                           f"saved in {run_dir}")
+        self.console.print(f"[bold]done[/]: {shown + '; ' if shown else ''}{result['train_seconds']:.1f}s "
+                           f"training{rate_text}; saved in {run_dir}")

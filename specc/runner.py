@@ -29,7 +29,7 @@ from .recipes.supervised import Trainer, accuracy_kind, prepare_targets
 from .rundir import RUN_INFO, Interrupted, Resumed, RunDir, RunError, default_run_dir, open_resume
 
 __all__ = ["Interrupted", "Options", "RunError", "RunResult", "Trainer", "accuracy_kind", "apply_overrides",
-           "evaluate_weights", "prepare_targets", "train_model", "RUN_INFO"]
+           "evaluate_weights", "prepare_targets", "sample_weights", "train_model", "RUN_INFO"]
 
 
 @dataclass
@@ -190,6 +190,40 @@ def evaluate_weights(spec_path: str, model_name: str | None, weights_path: str, 
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
     return make_recipe(program, model, train, backend, device).evaluate_saved(weights_path, data_dir, batch)
+
+
+def sample_weights(spec_path: str, model_name: str | None, weights_path: str, n: int = 64,
+                   out: str = "samples.png", backend: str = "jax", seed: int | None = None) -> Path:
+    """A PNG grid of `n` samples from saved generator weights (`specc sample`);
+    the seed defaults to the train block's, which redraws a run's samples.png."""
+    from . import load
+    from .recipes.gan import draw_samples
+    from .validate import validate_sample_options
+    from .weights import fit_weights, load_weights
+
+    validate_sample_options(n, seed, out, backend, "cpu")
+    program = load(spec_path)
+    model = _pick_generator(program, model_name, spec_path)
+    train = program.trains.get(model.name)
+    weights = fit_weights(model, load_weights(weights_path), weights_path)
+    seed = seed if seed is not None else (train.seed if train is not None else 0)
+    return draw_samples(model, train, weights, n, Path(out), backend, seed)
+
+
+def _pick_generator(program, model_name: str | None, spec_path: str) -> Model:
+    """--model, else the generator of the file's one gan train block."""
+    if model_name is not None:
+        if model_name not in program.models:
+            from .diagnostics import suggestion
+
+            hint = suggestion(model_name, program.models, "models")
+            raise RunError(f"{spec_path} has no model '{model_name}'" + (f"; {hint}" if hint else ""))
+        return program.models[model_name]
+    gans = [name for name, t in program.trains.items() if t.recipe is not None and t.recipe.name == "gan"]
+    if len(gans) != 1:
+        raise RunError(f"{spec_path} has {'no' if not gans else 'several'} gan train block{'s' if gans else ''}; "
+                       "name the generator with --model")
+    return program.models[gans[0]]
 
 
 def _pick(program, model_name: str | None, spec_path: str) -> tuple[Model, Train]:

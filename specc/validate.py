@@ -331,6 +331,23 @@ def _read_json_lines(path: Path) -> list[Any]:
     return rows
 
 
+def validate_picture_out(out: Any, flag: str = "--out") -> None:
+    """A PNG can be written at `out`: not a directory, in one that exists."""
+    target = Path(out)
+    if target.is_dir():
+        raise RunDirError(f"{flag} {out} is a directory; name the PNG to write, e.g. {flag} picture.png")
+    if not target.parent.is_dir():
+        raise RunDirError(f"{flag} {out}: no such directory {target.parent}")
+
+
+def validate_sample_options(n: Any, seed: Any, out: Any, backend: str, device: str) -> None:
+    """The values of `specc sample`, checked before anything is read."""
+    _int_option("-n", n, 1)
+    validate_seed(seed, "--seed")
+    validate_choices(backend, device)
+    validate_picture_out(out, "-o")
+
+
 def validate_plot_runs(run_dirs: list[Any], out: Any) -> None:
     """Each run directory has readable metrics rows (epoch and loss numbers);
     the picture can be written where asked."""
@@ -342,7 +359,11 @@ def validate_plot_runs(run_dirs: list[Any], out: Any) -> None:
             raise RunDirError(f"{run_dir} is not a run directory (no metrics.jsonl)")
         for number, row in enumerate(_read_json_lines(metrics), 1):
             if not isinstance(row, dict) or not all(isinstance(row.get(k), (int, float)) for k in ("epoch", "loss")):
-                raise RunDirError(f"{metrics}: row {number} has no numeric epoch and loss: the run's metrics are damaged")
+                # A GAN's rows hold d_loss and g_loss instead of loss.
+                if not isinstance(row, dict) or not all(isinstance(row.get(k), (int, float))
+                                                        for k in ("epoch", "d_loss", "g_loss")):
+                    raise RunDirError(f"{metrics}: row {number} has no numeric epoch and loss: "
+                                      f"the run's metrics are damaged")
         result = run_dir / "result.json"
         if result.is_file():
             try:
@@ -354,5 +375,4 @@ def validate_plot_runs(run_dirs: list[Any], out: Any) -> None:
     target = Path(out)
     if target.is_dir():
         raise RunDirError(f"--out {out} is a directory; name the PNG to write, e.g. --out curves.png")
-    if not target.parent.is_dir():
-        raise RunDirError(f"--out {out}: no such directory {target.parent}")
+    validate_picture_out(out)
