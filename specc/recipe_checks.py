@@ -4,12 +4,16 @@ diagnostics at the recipe's arguments.
     gan(D, latent=N)       the block's model is the generator G: G takes [N];
                            D is another model of the file; D takes what G
                            outputs and ends in one sigmoid unit. The loss is
-                           binary cross-entropy (implied); a GAN reports
-                           d_loss, g_loss, d_real and d_fake, so `metrics`
-                           and `patience` (one loss to watch) do not apply.
+                           binary cross-entropy (implied). A GAN reports
+                           d_loss, g_loss, d_real and d_fake: `metrics` is
+                           ignored, and `patience` is refused (early stopping
+                           needs one loss to watch).
     autoencoder(noise=s)   the model outputs its input's shape; the loss
                            compares the reconstruction with the clean input
-                           (binary_cross_entropy, mse or mae); no accuracy.
+                           (binary_cross_entropy, mse or mae). `metrics =
+                           [accuracy]` gives Keras's binary (per-pixel)
+                           accuracy with binary_cross_entropy and is ignored
+                           otherwise, as for a supervised regression.
 """
 
 from __future__ import annotations
@@ -55,7 +59,6 @@ class RecipeChecker:
         if loss is not None and loss != RECIPE_LOSS["gan"]:
             self.out.error(f"a gan trains with binary_cross_entropy (real 1, fake 0), not {loss}",
                            seen["loss"].value.span, "remove the loss line: binary_cross_entropy is implied")
-        self.not_for(seen, "metrics", "metrics do not apply to a gan: it reports d_loss, g_loss, d_real and d_fake")
         self.not_for(seen, "patience", "patience does not apply to a gan: early stopping needs one loss to watch, "
                                        "and a gan has two")
         d = self.discriminator(recipe.args["discriminator"], g, at("discriminator"))
@@ -98,11 +101,9 @@ class RecipeChecker:
         if loss is not None and loss not in AUTOENCODER_LOSSES:
             self.out.error(f"an autoencoder compares its reconstruction with the input: {loss} does not apply",
                            seen["loss"].value.span, "use loss = binary_cross_entropy, mse or mae")
-        self.not_for(seen, "metrics", "metrics do not apply to an autoencoder: it reports its reconstruction loss")
 
     def not_for(self, seen: Mapping[str, ast.Setting], key: str, message: str) -> None:
         s = seen.get(key)
-        if s is None or (isinstance(s.value, ast.ListExpr) and not s.value.items):
-            return  # absent, or `metrics = []`
-        self.out.error(message, s.key_span, f"remove the {key} line")
+        if s is not None:
+            self.out.error(message, s.key_span, f"remove the {key} line")
 

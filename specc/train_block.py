@@ -39,7 +39,7 @@ class TrainChecker:
         if failed or self.out.count != before:
             return None
         recipe = values.get("recipe")
-        if model is not None and (recipe is None or recipe.name != "gan"):
+        if model is not None and _loss_trains_model(recipe, values.get("loss")):
             self.loss_fits_model(values["loss"], model, seen["loss"])
         if model is not None and recipe is not None:
             self.recipes.check(recipe, seen["recipe"], model, seen, values.get("loss"))
@@ -127,6 +127,15 @@ class TrainChecker:
             self.out.error(f"{loss} expects the model to end in {fused} (or linear logits), but '{model.name}' ends "
                            f"in {final}", s.value.span,
                            f"use loss = {other}" if other else f"end the model with activation={fused}")
+
+
+def _loss_trains_model(recipe: Call | None, loss: str | None) -> bool:
+    """Whether the block's loss is computed on its model's output (so must fit
+    its final activation): not a GAN's, which is D's; not a loss the recipe
+    refuses anyway."""
+    if recipe is None:
+        return True
+    return recipe.name == "autoencoder" and loss in options.AUTOENCODER_LOSSES
 
 
 def _recipe_word(s: ast.Setting | None) -> str | None:

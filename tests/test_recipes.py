@@ -32,6 +32,7 @@ train ae {{
     batch     = 64
     epochs    = {epochs}
     seed      = 2
+    {metrics}
 }}
 """
 
@@ -42,8 +43,8 @@ def write(tmp_path: Path, text: str, name: str) -> str:
     return str(path)
 
 
-def autoencoder_spec(tmp_path: Path, noise=0.3, loss="binary_cross_entropy", epochs=2) -> str:
-    return write(tmp_path, AUTOENCODER.format(noise=noise, loss=loss, epochs=epochs), "ae.spec")
+def autoencoder_spec(tmp_path: Path, noise=0.3, loss="binary_cross_entropy", epochs=2, metrics="") -> str:
+    return write(tmp_path, AUTOENCODER.format(noise=noise, loss=loss, epochs=epochs, metrics=metrics), "ae.spec")
 
 
 def run(spec: str, backend: str, out: Path, limit: int, on_epoch_end=None, **kw):
@@ -85,11 +86,19 @@ def test_an_autoencoder_run_learns_and_writes_its_pictures(tmp_path, backend):
 @pytest.mark.parametrize("noise,loss", [(0.3, "binary_cross_entropy"), (0.0, "mse")])
 def test_an_autoencoder_trains_alike_on_both_backends(tmp_path, noise, loss):
     """Same seed: same initial weights, batch order and input noise, so a few
-    steps give the same weights on both backends."""
-    spec = autoencoder_spec(tmp_path, noise=noise, loss=loss, epochs=1)
+    steps give the same weights on both backends. `metrics = [accuracy]` is
+    Keras's per-pixel binary accuracy with binary cross-entropy, and ignored
+    with mse (as for a supervised regression)."""
+    spec = autoencoder_spec(tmp_path, noise=noise, loss=loss, epochs=1, metrics="metrics = [accuracy]")
     on = {backend: run(spec, backend, tmp_path / backend, limit=320) for backend in BACKENDS}
     assert_close(on["torch"].weights, on["jax"].weights)
     assert on["torch"].result["test_loss"] == pytest.approx(on["jax"].result["test_loss"], rel=1e-4)
+    accuracy = on["jax"].result.get("test_accuracy")
+    if loss == "binary_cross_entropy":
+        assert 0.0 <= accuracy <= 1.0 and "val_accuracy" in on["jax"].history[0]
+        assert on["torch"].result["test_accuracy"] == pytest.approx(accuracy, abs=1e-4)
+    else:
+        assert accuracy is None and "accuracy" not in on["jax"].history[0]
 
 
 def test_an_autoencoder_run_resumes_on_the_other_backend_and_evaluates(tmp_path):

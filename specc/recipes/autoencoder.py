@@ -33,7 +33,6 @@ RECONSTRUCTIONS = "reconstructions.png"
 
 class AutoencoderRecipe(SupervisedRecipe):
     name = "autoencoder"
-    metrics = ("loss",)
 
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
@@ -46,7 +45,9 @@ class AutoencoderRecipe(SupervisedRecipe):
         dataset = load_dataset(self.train.data, self.model.input_shape, self.model.input_dtype,
                                data_dir=data_dir, limit=limit)
         validate_inputs(dataset, self.model, self.train)  # no labels: the target is the input
-        self.plan = make_plan(self.model, self.train, len(dataset.x_train))
+        # `metrics = [accuracy]`: Keras's binary accuracy per pixel, for binary cross-entropy only.
+        accuracy = "binary" if self.train.loss == "binary_cross_entropy" else None
+        self.plan = make_plan(self.model, self.train, len(dataset.x_train), accuracy)
         self.dataset = dataset
         return dataset
 
@@ -88,10 +89,11 @@ class AutoencoderRecipe(SupervisedRecipe):
     def final_result(self, run_dir: Path) -> dict:
         test = self.trainer.evaluate(self.splits["test"], self.plan.batch)
         self.draw(run_dir / RECONSTRUCTIONS)
-        return {"recipe": self.name, "noise": self.noise, "test_loss": test["loss"]}
+        accuracy = {"test_accuracy": test["accuracy"]} if self.plan.accuracy else {}
+        return {"recipe": self.name, "noise": self.noise, "test_loss": test["loss"], **accuracy}
 
     def headline(self, result: dict) -> dict:
-        return {"test loss": result["test_loss"]}
+        return {"test loss": result["test_loss"], "test accuracy": result.get("test_accuracy")}
 
     def evaluate_saved(self, weights_path: str, data_dir: str | None, batch: int | None) -> dict:
         """The denoising test loss of saved canonical weights."""
@@ -102,4 +104,5 @@ class AutoencoderRecipe(SupervisedRecipe):
         self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, device=self.device)
         result = self.trainer.evaluate(self.trainer.put(self.dataset.x_test, None), batch or self.train.batch)
         return {"backend": self.backend, "model": self.model.name, "recipe": self.name, "noise": self.noise,
-                "test_loss": result["loss"], "test_samples": len(self.dataset.x_test)}
+                "test_loss": result["loss"], "test_accuracy": result.get("accuracy"),
+                "test_samples": len(self.dataset.x_test)}
