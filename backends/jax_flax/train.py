@@ -1,4 +1,5 @@
-"""The JAX trainer: the compiled train and eval steps behind specc.runner.
+"""The JAX trainer: the compiled train and eval steps of the supervised and
+autoencoder recipes (specc.recipes.supervised's Trainer protocol).
 
 Everything stays on the device: the whole data split is put there once, each
 epoch's sample order once, and a step gathers its batch with a dynamic slice

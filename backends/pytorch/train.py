@@ -1,4 +1,4 @@
-"""The PyTorch trainer for specc.runner: train and eval steps of one plan.
+"""The PyTorch trainer of the supervised and autoencoder recipes: train and eval steps of one plan.
 
 The runner owns the loop; this object owns the device side of it. A split is
 moved to the device once (`put`), each epoch's sample order once
@@ -102,7 +102,7 @@ class Split:
 
 
 class Trainer:
-    """specc.runner's Trainer protocol for one model and plan on one device."""
+X
 
     def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
         self.model, self.plan = model, plan
