@@ -102,7 +102,7 @@ class Split:
 
 
 class Trainer:
-X
+    """specc.recipes.supervised's Trainer protocol for one model and plan on one device."""
 
     def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
         self.model, self.plan = model, plan
