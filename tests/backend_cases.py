@@ -1,12 +1,15 @@
 """Models, weights and inputs shared by the tests that run both backends
 (test_golden_backends.py) and Keras (test_keras_outputs.py).
 
-A case is one model: every model of specs/ ("<file>_<model>"), small specs
-that together exercise every layer option, and graphs (`GRAPHS`, "graph_*":
-residual blocks with identity and projection shortcuts, repeated and nested
-blocks, concats of three branches) built directly as IR with `Graph`. Weights
-are the canonical initial weights with every zero and one perturbed, so
-biases, BatchNorm statistics and LSTM gates all matter.
+A case is one model: every model of specs/ and of the graph specs
+tests/specs/graphs/ ("<file>_<model>": nested blocks, repeat inside blocks,
+residual with and without a shortcut, concats of three branches, an import,
+and the oracle specs of test_graph_oracle.py), small specs that together
+exercise every layer option, and graphs built directly as IR with `Graph`
+(`GRAPHS`, "graph_*": residual blocks with identity and projection shortcuts,
+repeated and nested blocks, concats on every axis). Weights are the canonical
+initial weights with every zero and one perturbed, so biases, BatchNorm
+statistics and LSTM gates all matter.
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ from specc.ir import INPUT, Model
 from specc.weights import init_weights
 
 SPECS = Path(__file__).resolve().parents[1] / "specs"
+GRAPH_SPECS = Path(__file__).resolve().parent / "specs" / "graphs"
 
 # Small specs that together cover every layer option of the catalogue.
 CASES = {
@@ -102,14 +106,15 @@ model m {
 
 
 # Too large for CPU parity runs (224x224 ResNet-50); benchmarks/forward_resnet50.py runs it.
-LARGE_SPECS = {"resnet50"}
+# graph_lib.spec is a library: graph_import.spec imports it, and its models are cases there.
+SKIPPED_SPECS = {"resnet50", "graph_lib"}
 
 
 def _texts() -> dict[str, tuple[str, str, str]]:
     """case -> (spec text, file name, model name)."""
     texts = {}
-    for path in sorted(SPECS.glob("*.spec")):
-        if path.stem in LARGE_SPECS:
+    for path in sorted(SPECS.glob("*.spec")) + sorted(GRAPH_SPECS.glob("*.spec")):
+        if path.stem in SKIPPED_SPECS:
             continue
         text = path.read_text(encoding="utf-8")
         for model in specc.loads(text, filename=str(path)).models:
@@ -266,7 +271,10 @@ GRAPHS = {f"graph_{f.__name__[6:]}": f() for f in (graph_resnet, graph_inception
 TEXTS = _texts()
 
 
+assert not set(TEXTS) & set(GRAPHS), "a spec case and a built graph share a name"
 MODELS = {**_models(), **GRAPHS}
+# file name -> spec text of every case (the in-line CASES are no files on disk)
+SOURCES = {file: text for text, file, _ in TEXTS.values()}
 
 
 def perturbed_weights(model, seed: int = 7) -> dict[str, np.ndarray]:

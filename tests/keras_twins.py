@@ -1,27 +1,40 @@
-"""Channels-first Keras twins of specc models, for the tests that use Keras as
-an oracle (test_keras_counts.py: counts and shapes; test_keras_outputs.py:
-outputs on the same canonical weights).
+"""Channels-first Keras twins of specc models, stacks and graphs alike: the
+one translator through which the tests use Keras as an oracle
+(test_keras_counts.py: counts and shapes; test_keras_outputs.py: outputs on
+the same canonical weights).
 
-The translator is written from the language contract, layer by layer, with
-Keras's own layers wherever Keras has one. Two forms have no Keras layer and
-are built from keras.ops:
+`build_twin(model)` is a Keras functional model. It walks `model.layers` in
+their (topological) order with a map from node name to Keras tensor and
+applies each node's twin (`twin`) to the tensors of the nodes it reads; a
+stack is the chain case. The translator is written from the language
+contract, layer by layer, with Keras's own layers wherever Keras has one:
+Add is Keras's Add, Concat its Concatenate on the channels-first batch axis
+(the IR's sample axis + 1). Two forms have no Keras layer and are built from
+keras.ops:
 - explicit Conv2D padding is ZeroPadding2D + a 'valid' Conv2D (exact);
 - explicit pool padding never lets padded positions count (the contract):
   MaxPool pads with -inf, AvgPool divides the window sum by the number of real
   values in it.
-The padding word ('same', 'valid' or explicit) is read from the spec's syntax
-tree, not from the IR, so that specc's own resolution of 'same' is what is
-being checked.
 
-Graphs (nodes with `inputs`, Add and Concat) become Keras functional models
-(`build_functional_twin`): each node's twin is applied to the Keras tensors of
-the nodes it reads; Add is Keras's Add, Concat its Concatenate on the
-channels-first batch axis (the IR's sample axis + 1). Graphs built in code
-have no spec text: their padding words come from the IR's resolved pads
-(`ir_padding_word`), explicit pads being exact for 'same' too.
+Names. Keras refuses "/" in a layer name, so the Keras layer giving node N's
+output is `keras_name(N)` ("/" -> "."; "." cannot occur in a specc name, so
+the map is one to one) and its weights are `<keras_name(N)>/<param>`: the
+canonical key with the node's "/" mapped. `load_canonical` assigns canonical
+weights by those names. A ZeroPadding2D put before a convolution is named
+`<keras_name(N)>.pad`.
+
+Padding words ('same', 'valid', 'explicit') are read from the spec text at
+each node's source (file, line, column: block bodies and imported files
+count), so that specc's own resolution of 'same' is what is checked. A node
+with no source text (graphs built in code) or whose padding is a block
+parameter falls back to its resolved pads, which are exact as explicit
+padding, 'same' included; ConvTranspose2D's crop has no such reading.
 """
 
 from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
 
 import keras  # KERAS_BACKEND is set to jax by conftest.py
 from keras import layers, ops
@@ -37,6 +50,11 @@ CF = "channels_first"
 FAST = {"kernel_initializer": "zeros"}
 
 
+def keras_name(node: str) -> str:
+    """The Keras layer name of a specc node (`stage_1/basic_2/conv2d_1` -> `stage_1.basic_2.conv2d_1`)."""
+    return node.replace("/", ".")
+
+
 def _leaky_relu_001(x):
     # specc's `activation=leaky_relu` has slope 0.01 (Keras's function defaults to 0.2).
     return keras.activations.leaky_relu(x, negative_slope=0.01)
@@ -44,27 +62,6 @@ def _leaky_relu_001(x):
 
 def keras_activation(name: str):
     return _leaky_relu_001 if name == "leaky_relu" else name
-
-
-def padding_words(text: str) -> dict[str, list[str]]:
-    """Per model, per layer statement: 'valid', 'same' or 'explicit', as written."""
-    out: dict[str, list[str]] = {}
-    for item in parse(text).items:
-        if not isinstance(item, ast.ModelDef):
-            continue
-        words = []
-        for stmt in item.body:
-            if not isinstance(stmt, ast.LayerStmt):
-                continue
-            arg = next((a for a in stmt.call.args if a.name == "padding"), None)
-            if arg is None:
-                words.append("valid")
-            elif isinstance(arg.value, ast.Name):
-                words.append(arg.value.name)
-            else:
-                words.append("explicit")
-        out[item.name] = words
-    return out
 
 
 class PaddedPool(layers.Layer):
@@ -93,7 +90,7 @@ class PaddedPool(layers.Layer):
 
 
 def twin(layer: specc.ir.Layer, padding: str) -> list:
-    """The Keras layers equivalent to one IR layer; the last one gives its output."""
+    """The Keras layers equivalent to one IR node; the last one gives its output."""
     a, kind = layer.attrs, layer.kind
     if kind == "Dense":
         return [layers.Dense(a["units"], activation=keras_activation(a["activation"]), use_bias=a["bias"], **FAST)]
@@ -148,47 +145,98 @@ def twin(layer: specc.ir.Layer, padding: str) -> list:
     raise AssertionError(f"no Keras twin for {kind}: add one to the translator")
 
 
-def build_twin(model: specc.ir.Model, words: list[str]):
-    """(keras.Model, the Keras layer giving each IR layer's output, in order)."""
-    inputs = keras.Input(shape=model.input_shape, dtype="int32" if model.input_dtype == "int32" else "float32")
-    x, finals = inputs, []
-    for layer, word in zip(model.layers, words, strict=True):
-        group = twin(layer, word)
-        for k in group:
-            x = k(x)
-        finals.append(group[-1])
-    return keras.Model(inputs, x, name=model.name), finals
+# ---------------------------------------------------------------- padding words from the spec text
 
 
-def ir_padding_word(layer: specc.ir.Layer) -> str:
-    """'valid' or 'explicit' from a node's resolved pads (a graph built in code
-    has no spec text); ConvTranspose2D's crop has no such reading."""
+def _statements(body):
+    for s in body:
+        yield s
+        if isinstance(s, ast.Residual):
+            yield from _statements(s.body + (s.shortcut or ()))
+        elif isinstance(s, ast.Repeat):
+            yield from _statements(s.body)
+        elif isinstance(s, ast.Concat):
+            for b in s.branches:
+                yield from _statements(b.body)
+
+
+def _word(stmt: ast.LayerStmt) -> str | None:
+    """'valid', 'same' or 'explicit' as written; None for a name the text cannot resolve (a parameter)."""
+    arg = next((a for a in stmt.call.args if a.name == "padding"), None)
+    if arg is None:
+        return "valid"
+    if isinstance(arg.value, ast.Name):
+        return arg.value.name if arg.value.name in ("valid", "same") else None
+    return "explicit"
+
+
+@lru_cache(maxsize=None)
+def padding_words_of_text(text: str, filename: str) -> dict[tuple[int, int], str | None]:
+    """(line, column) of every layer statement of a spec text -> its padding word."""
+    words = {}
+    for item in parse(text, filename).items:
+        if isinstance(item, (ast.ModelDef, ast.BlockDef)):
+            for s in _statements(item.body):
+                if isinstance(s, ast.LayerStmt):
+                    words[(s.span.line, s.span.column)] = _word(s)
+    return words
+
+
+def _resolved_word(layer: specc.ir.Layer) -> str:
     if layer.kind == "ConvTranspose2D":
-        raise AssertionError("a ConvTranspose2D twin needs the padding word from the spec text")
+        raise AssertionError(f"{layer.name}: a ConvTranspose2D twin needs its padding word from the spec text")
     pads = layer.attrs.get("padding", ((0, 0), (0, 0)))
     return "valid" if all(p == 0 for pair in pads for p in pair) else "explicit"
 
 
-def build_functional_twin(model: specc.ir.Model, words: list[str] | None = None):
-    """(keras functional Model, the Keras layer giving each IR node's output,
-    in order) for a model that may be a graph; `words` as in `build_twin`,
-    else read from the IR."""
-    words = words or [ir_padding_word(layer) for layer in model.layers]
-    inputs = keras.Input(shape=model.input_shape, dtype="int32" if model.input_dtype == "int32" else "float32")
-    values, finals = {INPUT: inputs}, []
-    for layer, word in zip(model.layers, words, strict=True):
-        group = twin(layer, word)
-        read = [values[name] for name in layer.inputs]
+def padding_word(layer: specc.ir.Layer, texts: dict[str, str] | None = None) -> str:
+    """The padding word written at the node's source; `texts` maps a file name
+    to its text for specs that are not files on disk (specc.loads)."""
+    texts = texts or {}
+    if layer.file is not None and (layer.file in texts or Path(layer.file).is_file()):
+        text = texts.get(layer.file) or Path(layer.file).read_text(encoding="utf-8")
+        word = padding_words_of_text(text, layer.file).get((layer.line, layer.column))
+        if word is not None:
+            return word
+    return _resolved_word(layer)
+
+
+# ---------------------------------------------------------------- models and weights
+
+
+def _node_twin(layer: specc.ir.Layer, word: str) -> list:
+    group = twin(layer, word)
+    for k in group[:-1]:
+        k.name = keras_name(layer.name) + ".pad"
+    group[-1].name = keras_name(layer.name)
+    return group
+
+
+def build_twin(model: specc.ir.Model, texts: dict[str, str] | None = None) -> keras.Model:
+    """The Keras functional model of `model` (a stack or a graph); the layer
+    giving node N's output is `net.get_layer(keras_name(N))`."""
+    dtype = "int32" if model.input_dtype == "int32" else "float32"
+    inputs = keras.Input(shape=model.input_shape, dtype=dtype, name="input_layer")
+    tensors = {INPUT: inputs}
+    for layer in model.layers:
+        group = _node_twin(layer, padding_word(layer, texts))
+        read = [tensors[name] for name in layer.inputs]
         x = group[0](read if layer.is_merge else read[0])
         for k in group[1:]:
             x = k(x)
-        values[layer.name] = x
-        finals.append(group[-1])
-    return keras.Model(inputs, values[model.layers[-1].name], name=model.name), finals
+        tensors[layer.name] = x
+    output = tensors[model.layers[-1].name] if model.layers else inputs
+    return keras.Model(inputs, output, name=model.name)
 
 
-def load_canonical(model: specc.ir.Model, finals: list, weights) -> None:
-    """Assign canonical weights ("<layer>/<param>", Keras's names and layouts) to the twin."""
-    for layer, k in zip(model.layers, finals, strict=True):
+def load_canonical(net: keras.Model, weights) -> None:
+    """Assign canonical weights ("<node>/<param>", Keras's names and layouts)
+    to a Keras model whose layers are named `keras_name(node)`; every weight
+    of each side must find its partner."""
+    assigned = set()
+    for k in net.layers:
         for variable in k.weights:
-            variable.assign(weights[f"{layer.name}/{variable.path.rsplit('/', 1)[-1]}"])
+            key = f"{k.name.replace('.', '/')}/{variable.path.rsplit('/', 1)[-1]}"
+            variable.assign(weights[key])
+            assigned.add(key)
+    assert assigned == set(weights), f"canonical weights without a Keras partner: {sorted(set(weights) - assigned)}"

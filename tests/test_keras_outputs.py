@@ -1,13 +1,12 @@
-"""Keras as an oracle for outputs: one spec and one set of canonical weights
+"""Keras as an oracle for outputs: one model and one set of canonical weights
 give the same outputs on Keras, JAX and PyTorch (within 1e-4).
 
-Every case of backend_cases.py (the seed specs and small specs covering every
-layer option) and every model of the catalogue specs (tests/specs/) is built
-as a channels-first Keras model (keras_twins.py), loaded with the same
-perturbed canonical weights by name, and run in inference mode on the same
-input as specc.run on both backends. The graph cases (backend_cases.GRAPHS:
-residual blocks, nested and repeated blocks, concats) are built as Keras
-functional models the same way.
+Every case of backend_cases.py (the seed specs, the graph specs of
+tests/specs/graphs/, small specs covering every layer option, and the graphs
+built as IR) and every model of the catalogue specs (tests/specs/) is built
+as a channels-first Keras functional model (keras_twins.py), loaded with the
+same perturbed canonical weights by name, and run in inference mode on the
+same input as specc.run on both backends.
 """
 
 from __future__ import annotations
@@ -22,31 +21,25 @@ pytest.importorskip("torch")
 pytest.importorskip("jax")
 
 import specc  # noqa: E402
-from backend_cases import GRAPHS, TEXTS, perturbed_weights, sample_input  # noqa: E402
-from keras_twins import build_functional_twin, build_twin, load_canonical, padding_words  # noqa: E402
+from backend_cases import MODELS, SOURCES, perturbed_weights, sample_input  # noqa: E402
+from keras_twins import build_twin, load_canonical  # noqa: E402
 
 CATALOGUE = Path(__file__).parent / "specs"
+CASES = {**MODELS, **{f"{path.stem}_{model.name}": model
+                      for path in sorted(CATALOGUE.glob("*.spec")) for model in specc.load(path)}}
 
 
-def _cases() -> dict[str, tuple[str, str, str]]:
-    cases = dict(TEXTS)
-    for path in sorted(CATALOGUE.glob("*.spec")):
-        text = path.read_text(encoding="utf-8")
-        for name in specc.loads(text, filename=str(path)).models:
-            cases[f"{path.stem}_{name}"] = (text, str(path), name)
-    return cases
-
-
-CASES = _cases()
-
-
-def keras_output(model, text: str, weights, x) -> np.ndarray:
-    net, finals = build_twin(model, padding_words(text)[model.name])
-    load_canonical(model, finals, weights)
+def keras_output(model, weights, x) -> np.ndarray:
+    net = build_twin(model, SOURCES)
+    load_canonical(net, weights)
     return np.asarray(net(x, training=False))
 
 
-def _assert_backends_equal(case, model, weights, x, expected):
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_outputs_equal_keras(case):
+    model = CASES[case]
+    weights, x = perturbed_weights(model), sample_input(model)
+    expected = keras_output(model, weights, x)
     assert expected.shape == (len(x), *model.output_shape)
     scale = max(float(np.max(np.abs(expected))), 1e-6)
     for backend in ("jax", "torch"):
@@ -54,24 +47,11 @@ def _assert_backends_equal(case, model, weights, x, expected):
                                    rtol=1e-4, atol=1e-4 * scale, err_msg=f"{case}: {backend} differs from Keras")
 
 
-@pytest.mark.parametrize("case", sorted(CASES))
-def test_outputs_equal_keras(case):
-    text, file, name = CASES[case]
-    model = specc.loads(text, filename=file)[name]
-    weights, x = perturbed_weights(model), sample_input(model)
-    _assert_backends_equal(case, model, weights, x, keras_output(model, text, weights, x))
-
-
-@pytest.mark.parametrize("case", sorted(GRAPHS))
-def test_graph_outputs_equal_keras_functional(case):
-    model = GRAPHS[case]
-    weights, x = perturbed_weights(model), sample_input(model)
-    net, finals = build_functional_twin(model)
-    load_canonical(model, finals, weights)
-    _assert_backends_equal(case, model, weights, x, np.asarray(net(x, training=False)))
-
-
 def test_every_catalogue_layer_is_compared_with_keras():
-    models = [specc.loads(text, filename=file)[name] for text, file, name in CASES.values()] + list(GRAPHS.values())
-    kinds = {layer.kind for model in models for layer in model.layers}
+    kinds = {layer.kind for model in CASES.values() for layer in model.layers}
     assert kinds == set(specc.catalogue.LAYERS)
+
+
+def test_the_graph_specs_are_compared_with_keras():
+    graph_specs = {p.stem for p in (CATALOGUE / "graphs").glob("*.spec")} - {"graph_lib"}
+    assert graph_specs and all(any(case.startswith(stem + "_") for case in CASES) for stem in graph_specs)
