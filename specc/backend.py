@@ -38,6 +38,20 @@ class BackendError(UserError):
     """A backend that does not exist or whose framework is not installed."""
 
 
+def prepare_jax() -> str:
+    """Apply specc's XLA:CPU defaults (backends/jax_flax/xla_flags.py) now.
+
+    XLA reads XLA_FLAGS once, when jax starts its backend, so this must run
+    before any jax computation in the process; importing the jax backend
+    (`get("jax")`) does it too. Call it first thing where other code might
+    touch jax earlier. Returns what was done (`xla_flags.status()`).
+    """
+    from .backends.jax_flax import xla_flags  # imports jax, which does not start a backend
+
+    xla_flags.apply_env()
+    return xla_flags.status()
+
+
 def get(name: str) -> ModuleType:
     if name not in BACKENDS:
         from .diagnostics import suggestion

@@ -65,28 +65,32 @@ __all__ = [
 ApplyFn = Callable[[Mapping[str, Any], jax.Array, bool, Any], tuple[jax.Array, dict]]
 
 
-def build(model: ir.Model, *, precision: Any = lax.Precision.HIGHEST, logits: bool = False) -> SpeccModule:
+def build(model: ir.Model, *, precision: Any = lax.Precision.HIGHEST, logits: bool = False,
+          dtype: Any = None) -> SpeccModule:
     """The Flax linen module for `model`. Apply it to the variables from
     `to_native`: `module.apply(variables, x)` for inference, and
     `module.apply(variables, x, train=True, mutable=["batch_stats"],
     rngs={"dropout": key})` for training. `logits=True` leaves off the last
-    layer's softmax/sigmoid (for fused losses)."""
-    return SpeccModule(model, precision=precision, logits=logits)
+    layer's softmax/sigmoid (for fused losses). `dtype=jnp.bfloat16`
+    computes in bf16 with f32 parameters and output (see SpeccModule)."""
+    return SpeccModule(model, precision=precision, logits=logits, dtype=dtype)
 
 
 def _uses_dropout(model: ir.Model) -> bool:
     return any(layer.kind == "Dropout" and layer.attrs["rate"] > 0 for layer in model.layers)
 
 
-def apply_fn(model: ir.Model, *, logits: bool = False, precision: Any = lax.Precision.HIGHEST) -> ApplyFn:
+def apply_fn(model: ir.Model, *, logits: bool = False, precision: Any = lax.Precision.HIGHEST,
+             dtype: Any = None) -> ApplyFn:
     """A pure, jit-friendly `(variables, x, train, rng) -> (y, new_batch_stats)`.
 
     `variables` is the pytree of `to_native` ({"params", "batch_stats"});
     `train` must be a Python bool (close over it or mark it static); `rng` is a
     JAX key for dropout, or None when the model has no dropout or `train` is
-    False. In inference mode the batch stats come back unchanged.
+    False. In inference mode the batch stats come back unchanged. `dtype`: the
+    compute dtype (None: f32; see SpeccModule).
     """
-    module = build(model, precision=precision, logits=logits)
+    module = build(model, precision=precision, logits=logits, dtype=dtype)
     needs_rng = _uses_dropout(model)
 
     def apply(variables, x, train: bool, rng=None):

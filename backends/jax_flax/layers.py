@@ -36,6 +36,7 @@ references instead of TF32.
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -76,6 +77,7 @@ class Ctx:
 
     train: bool
     precision: Any
+    dtype: Any = None  # compute dtype of the convs, matmuls and BatchNorm (None: the inputs', f32)
     layout: str = CF
     input_layouts: tuple[str, ...] = ()
     strip_activation: bool = False  # set for Model.final_activation_index() when logits are wanted
@@ -98,9 +100,16 @@ class Ctx:
         self.layout = NHWC if nhwc else CF
         return [to_layout(x, layout, self.layout) for x, layout in zip(xs, self.input_layouts)]
 
+    def compute(self) -> dict[str, Any]:
+        """The Flax layers' dtype argument: none at all by default, so f32
+        models build exactly as they always have."""
+        return {} if self.dtype is None else {"dtype": self.dtype}
+
     def activate(self, x: Array, name: str, **kw: Any) -> Array:
         if self.strip_activation and name in LOGIT_ACTIVATIONS:
             return x
+        if self.dtype is not None and name in LOGIT_ACTIVATIONS:
+            x = x.astype(jnp.float32)  # probabilities (and the losses on them) in f32
         if name == "softmax":
             x = self.channels_first(x)
         if name == "leaky_relu" and "alpha" in kw:
@@ -114,7 +123,7 @@ class Ctx:
 def lower_dense(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     a = layer.attrs
     x = ctx.channels_first(x)  # Dense acts on the last channels-first axis
-    y = nn.Dense(a["units"], use_bias=a["bias"], precision=ctx.precision, name=layer.name)(x)
+    y = nn.Dense(a["units"], use_bias=a["bias"], precision=ctx.precision, name=layer.name, **ctx.compute())(x)
     return ctx.activate(y, a["activation"])
 
 
@@ -123,7 +132,7 @@ def lower_conv2d(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     x = ctx.nhwc(x)
     y = nn.Conv(a["filters"], a["kernel"], strides=a["stride"], padding=a["padding"],
                 kernel_dilation=a["dilation"], use_bias=a["bias"], precision=ctx.precision,
-                name=layer.name)(x)
+                name=layer.name, **ctx.compute())(x)
     return ctx.activate(y, a["activation"])
 
 
@@ -138,7 +147,7 @@ def lower_conv_transpose2d(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     pads = tuple((k - 1 - lo, k - 1 - hi) for k, (lo, hi) in zip(a["kernel"], a["padding"]))
     y = nn.ConvTranspose(a["filters"], a["kernel"], strides=a["stride"], padding=pads,
                          transpose_kernel=True, use_bias=a["bias"], precision=ctx.precision,
-                         name=layer.name)(x)
+                         name=layer.name, **ctx.compute())(x)
     return ctx.activate(y, a["activation"])
 
 
@@ -154,7 +163,64 @@ def lower_max_pool(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     # Padded positions hold -inf, the identity of max, so they never win.
     x = ctx.nhwc(x)
     window, strides, pads = _pool_args(layer)
+    if window == strides and all(lo == hi == 0 for lo, hi in pads):
+        return tiled_max_pool(x, window[1:3])
     return lax.reduce_window(x, -jnp.inf, lax.max, window, strides, pads)
+
+
+# Max pooling over non-overlapping windows (stride == size, no padding: the
+# common MaxPool(2)), differentiated by hand. The gradient of
+# lax.reduce_window(max) is a select_and_scatter, which XLA:CPU expands into a
+# variadic reduce-window carrying an s32 iota per input axis (four arrays of
+# the input's size, made anew every step), a zero broadcast and a scatter: in
+# the LeNet train step on the 2-core machine (jaxlib 0.10.2, jax.profiler) those
+# ops took more time than all the convolutions. Here each window is two
+# reshaped axes: the forward is a max over them, the tangent (and so the
+# gradient, by transposition) goes to the first position in the window
+# (row-major) holding the maximum, the position select_and_scatter picks (and
+# PyTorch's max_pool2d): the same gradient values, one elementwise pass.
+
+
+def tiled_max_pool(x: Array, size: tuple[int, int]) -> Array:
+    """Max over each (kh, kw) tile of an NHWC batch, stride (kh, kw); rows and
+    columns past the last whole tile are dropped (VALID), as reduce_window does."""
+    kh, kw = size
+    n, h, w, c = x.shape
+    ho, wo = h // kh, w // kw
+    if (ho * kh, wo * kw) != (h, w):
+        x = x[:, : ho * kh, : wo * kw, :]
+    return _tile_max(x, (kh, kw))
+
+
+def _tiles(x: Array, size: tuple[int, int]) -> Array:
+    kh, kw = size
+    n, h, w, c = x.shape
+    return x.reshape(n, h // kh, kh, w // kw, kw, c)
+
+
+@functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
+def _tile_max(x: Array, size: tuple[int, int]) -> Array:
+    return jnp.max(_tiles(x, size), axis=(2, 4))
+
+
+@_tile_max.defjvp
+def _tile_max_jvp(size: tuple[int, int], primals, tangents):
+    (x,), (dx,) = primals, tangents
+    kh, kw = size
+    tiles = _tiles(x, size)
+    y = jnp.max(tiles, axis=(2, 4))
+    taken = jnp.zeros(y.shape, bool)  # windows whose maximum is already found
+    rows = []
+    for i in range(kh):
+        cols = []
+        for j in range(kw):
+            first = (tiles[:, :, i, :, j, :] == y) & ~taken
+            taken = taken | first
+            cols.append(first)
+        rows.append(jnp.stack(cols, axis=3))  # [n, ho, wo, kw, c]
+    first = jnp.stack(rows, axis=2)  # [n, ho, kh, wo, kw, c]: one True per window
+    dy = jnp.sum(jnp.where(first, _tiles(dx, size), jnp.zeros((), dx.dtype)), axis=(2, 4))
+    return y, dy
 
 
 def lower_avg_pool(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -184,8 +250,10 @@ def lower_batch_norm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     # two-pass variance (use_fast_variance=False) avoids E[x^2]-E[x]^2.
     a = layer.attrs
     axis = -1 if (x.ndim == 4 and ctx.layout == NHWC) else a["axis"] + 1
+    # With a bf16 compute dtype Flax still reduces the statistics in f32
+    # (force_float32_reductions) and keeps them, and gamma/beta, in f32.
     return nn.BatchNorm(use_running_average=not ctx.train, axis=axis, momentum=a["momentum"],
-                        epsilon=a["epsilon"], use_fast_variance=False, name=layer.name)(x)
+                        epsilon=a["epsilon"], use_fast_variance=False, name=layer.name, **ctx.compute())(x)
 
 
 def lower_lstm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -200,7 +268,7 @@ def lower_gru(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
 
 def lower_embedding(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     a = layer.attrs
-    return nn.Embed(a["vocab"], a["dim"], name=layer.name)(x)
+    return nn.Embed(a["vocab"], a["dim"], name=layer.name, **ctx.compute())(x)
 
 
 def lower_flatten(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -276,15 +344,25 @@ class SpeccModule(nn.Module):
     channels-first batch. In training mode apply it with
     `mutable=["batch_stats"]` and `rngs={"dropout": key}`. With `logits=True`
     the last layer's softmax/sigmoid is left off (see `output_activation`).
+
+    `dtype` (mixed precision, e.g. jnp.bfloat16): the compute dtype of the
+    convolutions, matmuls, embeddings and BatchNorm; parameters, BatchNorm
+    statistics and their reductions stay f32, a float input is cast on the
+    way in, softmax/sigmoid run in f32 and the output comes back f32, so
+    losses and metrics are f32. The LSTM/GRU cells compute in their kernels'
+    dtype (f32). None (the default) builds the f32 model exactly as before.
     """
 
     model: ir.Model
     precision: Any = lax.Precision.HIGHEST
     logits: bool = False
+    dtype: Any = None
 
     @nn.compact
     def __call__(self, x: Array, train: bool = False) -> Array:
-        ctx = Ctx(train=train, precision=self.precision)
+        ctx = Ctx(train=train, precision=self.precision, dtype=self.dtype)
+        if self.dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
+            x = x.astype(self.dtype)
         final = self.model.final_activation_index() if self.logits else None
         values = {ir.INPUT: (x, CF)}  # node name -> (array, its layout)
         y, layout = x, CF
@@ -296,4 +374,5 @@ class SpeccModule(nn.Module):
             y = LOWER[layer.kind](layer, arg, ctx)
             layout = ctx.layout if y.ndim == 4 else CF
             values[layer.name] = (y, layout)
-        return to_layout(y, layout, CF)
+        y = to_layout(y, layout, CF)
+        return y if self.dtype is None else y.astype(jnp.float32)
