@@ -13,8 +13,10 @@ In ONE process this builds, on the same MNIST samples:
   ablations of it, each changing ONE thing: `-lax-pool` (MaxPool lowered to
   lax.reduce_window as before the tiled formulation), `-default-precision`
   (precision=None instead of HIGHEST), `-optax-adam` (instead of the
-  Keras-formula Adam), `-no-metrics`, `-no-donate`, `-gather-outside` (the
-  batch gathered eagerly, as the reference does);
+  Keras-formula Adam), `-no-metrics`, `-no-donate`, `-keep-params` (all
+  but the parameters donated), `-barrier` (an optimization_barrier between
+  the gradients and the update), `-gather-outside` (the batch gathered
+  eagerly, as the reference does);
 - `<variant>@xlaconv`: compiled with specc's XLA:CPU setting as a per-function
   compiler option (XLA's convolutions instead of YNNPACK's). In one process
   this understates the setting (the other variants' YNNPACK threads stay
@@ -59,7 +61,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "benchmarks" / "specs"
 BENCH = Path(os.environ.get("SPECC_REFERENCE_BENCH", ROOT.parent / "shared" / "bench"))
 BASES = ("reference", "specc", "specc-rebuilt", "specc-lax-pool", "specc-default-precision", "specc-optax-adam",
-         "specc-no-metrics", "specc-no-donate", "specc-gather-outside")
+         "specc-no-metrics", "specc-no-donate", "specc-keep-params", "specc-barrier", "specc-gather-outside")
 # "<base>@xlaconv": the same step compiled with specc's XLA:CPU setting as a
 # per-function compiler option (XLA's own convolutions instead of YNNPACK's).
 VARIANTS = BASES + tuple(f"{b}@xlaconv" for b in BASES if b != "specc")
@@ -214,6 +216,7 @@ def ablation_runner(model_name: str, x, y, batch: int, variant: str, seed: int =
         apply = _with_lax_pool(apply)
     optimizer = optax.adam(plan.lr) if variant == "specc-optax-adam" else make_optimizer(plan)
     metrics_on = variant != "specc-no-metrics"
+    barrier = variant == "specc-barrier"
     outside = variant == "specc-gather-outside"
     variables = to_native(model, init_weights(model, seed))
     carry = {"params": variables["params"], "batch_stats": variables.get("batch_stats", {}),
@@ -228,8 +231,11 @@ def ablation_runner(model_name: str, x, y, batch: int, variant: str, seed: int =
             return jnp.mean(per_sample_loss(plan, out, yb)), (out, stats)
 
         (loss, (out, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(carry["params"])
-        updates, opt = optimizer.update(grads, carry["opt"], carry["params"])
-        params = optax.apply_updates(carry["params"], updates)
+        params = carry["params"]
+        if barrier:  # every reader of the old parameters before any update writes them
+            grads, params = lax.optimization_barrier((grads, params))
+        updates, opt = optimizer.update(grads, carry["opt"], params)
+        params = optax.apply_updates(params, updates)
         m = carry["metrics"]
         if metrics_on:
             finite = jnp.isfinite(loss)
@@ -246,6 +252,8 @@ def ablation_runner(model_name: str, x, y, batch: int, variant: str, seed: int =
 
     donate = () if variant == "specc-no-donate" else (0,)
     step_fn = jax.jit(update if outside else gathered, donate_argnums=donate, compiler_options=options or None)
+    if variant == "specc-keep-params":
+        step_fn = _params_not_donated(gathered, options)
     x_all = jnp.asarray(x.reshape((-1, *model.input_shape)))
     y_all = jnp.asarray(y)
     rng = np.random.default_rng(seed)
@@ -274,6 +282,31 @@ def ablation_runner(model_name: str, x, y, batch: int, variant: str, seed: int =
 
     run.lower = lower
     return run
+
+
+class _params_not_donated:
+    """The step with the carry split in two: the parameters (not donated, so
+    their updated values go to fresh buffers) and the rest (donated)."""
+
+    def __init__(self, step, options):
+        import jax
+
+        def split(params, rest, *args):
+            out = step({"params": params, **rest}, *args)
+            return out["params"], {k: v for k, v in out.items() if k != "params"}
+
+        self.fn = jax.jit(split, donate_argnums=(1,), compiler_options=options or None)
+
+    @staticmethod
+    def _parts(carry):
+        return carry["params"], {k: v for k, v in carry.items() if k != "params"}
+
+    def __call__(self, carry, *args):
+        params, rest = self.fn(*self._parts(carry), *args)
+        return {"params": params, **rest}
+
+    def lower(self, carry, *args):
+        return self.fn.lower(*self._parts(carry), *args)
 
 
 def _with_lax_pool(apply):

@@ -283,6 +283,9 @@ train m {
 
 
 def _torch_trainer(channels_last: bool = False, compiled: bool = False):
+    """Four steps of the torch trainer with the speed options applied as the
+    trainer will apply them (speed.Speed: the net before the first step, the
+    stored split, the gather and the forward of full batches)."""
     torch = pytest.importorskip("torch")
     from specc.backends.pytorch import speed
     from specc.plan import make_plan
@@ -291,30 +294,26 @@ def _torch_trainer(channels_last: bool = False, compiled: bool = False):
     model, train = program["m"], program.trains["m"]
     plan = make_plan(model, train, 128, "categorical")
     trainer = specc.backend.get("torch").trainer(model, plan, init_weights(model, 0))
+    fast = speed.Speed(trainer.net, speed.SpeedOptions(channels_last=channels_last, compile=compiled), plan.batch)
+    assert fast.channels_last == channels_last
+    if compiled and fast.compiled.compiled is None:
+        pytest.skip(fast.compiled.reason)
     x = batch(model, 128)
     y = np.random.default_rng(6).integers(0, 5, 128)
-    if channels_last:
-        assert speed.channels_last(trainer.net)
     data = trainer.put(x, y)
-    if channels_last:
-        data.x = speed.channels_last_data(data.x)
-    forward = trainer.net
-    if compiled:
-        forward, reason = speed.maybe_compile(trainer.net, data.x[:32])
-        if forward.compiled is None:
-            pytest.skip(reason)
+    data.x = fast.data(data.x)
     trainer.begin_epoch(data, np.arange(128), 0)
     for i in range(4):  # Trainer.step with the options' gather and forward
         idx = trainer._order[i * 32:(i + 1) * 32]
-        xb, yb = speed.gather(data.x, idx), data.y.index_select(0, idx)
-        loss = trainer._loss_fn(forward(xb), yb)
+        xb, yb = fast.gather(data.x, idx), data.y.index_select(0, idx)
+        loss = trainer._loss_fn(fast.forward(xb), yb)
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.update.prepare(1e-2, trainer.updates + 1)
         trainer.optimizer.step()
         trainer.updates += 1
     if compiled:
-        assert forward.compiled is not None, forward.reason
+        assert fast.compiled.compiled is not None, fast.compiled.reason
     return torch, trainer.get_weights()
 
 

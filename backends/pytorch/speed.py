@@ -19,22 +19,39 @@ and can be turned off.
   2-core machine), so it is meant for full-size training batches only: a
   second batch size or eval mode would compile again.
 
-What was measured is in benchmarks/profile_torch_step.py's output and the
-issue-13 report; `SPEED_DEFAULTS` holds what specc turns on by default.
+Measured with benchmarks/profile_torch_step.py (torch 2.13 CPU, batch 128,
+one process, blocks interleaved; one thread pinned to one core of the busy
+2-core machine, where the two-thread figures collapse; provisional):
+
+| model | variant | CPU ms/step | vs the reference loop |
+|---|---|---|---|
+| LeNet | specc as it is | 130-138 | 0.99-1.04 |
+| LeNet | specc + channels_last | 109-119 | 1.18-1.22 |
+| LeNet | reference + channels_last | 119 | 1.10-1.13 |
+| LeNet | specc + torch.compile | 183 (compiling: 68 s) | 0.76-0.79 |
+| LeNet | specc + channels_last + compile | 171 | 0.83 |
+| MLP | specc as it is | 2.9-3.2 | 1.18-1.28 |
+| MLP | specc + torch.compile | 3.7 | 1.04-1.06 |
+
+So channels_last is on by default for models with 4-D weights and
+torch.compile is off (`SPEED_DEFAULTS`): inductor's CPU kernels for this
+size of model were slower than eager ATen/oneDNN, and compiling costs a
+minute. Two threads with channels_last under the same load: 1.31 vs 1.04.
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+from dataclasses import dataclass
 from typing import Callable
 
 import torch
 from torch import nn
 
-# The options specc's trainer applies unless told otherwise (see the trainer's
-# --no-compile / --no-channels-last flags). Filled in from measurements.
-SPEED_DEFAULTS = {"channels_last": False, "compile": False}
+# What specc's trainer applies unless told otherwise (`--no-channels-last`,
+# `--compile`), from the measurements above.
+SPEED_DEFAULTS = {"channels_last": True, "compile": False}
 
 
 # ---------------------------------------------------------------- channels_last
@@ -132,5 +149,48 @@ def maybe_compile(net: nn.Module, example: torch.Tensor | None = None, *, mode: 
     return CompiledForward(net, compiled, reason), reason
 
 
-__all__ = ["CompiledForward", "SPEED_DEFAULTS", "channels_last", "channels_last_data", "compiler_problem",
+# ---------------------------------------------------------------- for the trainer
+
+
+@dataclass(frozen=True)
+class SpeedOptions:
+    """The speed options of one training run (the CLI's --no-channels-last,
+    --compile)."""
+
+    channels_last: bool = SPEED_DEFAULTS["channels_last"]
+    compile: bool = SPEED_DEFAULTS["compile"]
+
+
+class Speed:
+    """The options applied to one trainer's network. Make it before the
+    optimiser (channels_last moves the parameters' memory); then store each
+    split with `data`, gather batches with `gather` and run full training
+    batches through `forward` (a partial batch runs eagerly, so a compiled
+    forward never compiles a second shape)."""
+
+    def __init__(self, net: nn.Module, options: SpeedOptions, batch: int):
+        self.net, self.batch = net, batch
+        self.channels_last = options.channels_last and channels_last(net)
+        self.compiled: CompiledForward | None = None
+        self.compile_reason = "off"
+        if options.compile:
+            self.compiled, self.compile_reason = maybe_compile(net)
+
+    def data(self, x: torch.Tensor) -> torch.Tensor:
+        return channels_last_data(x) if self.channels_last else x
+
+    def gather(self, x: torch.Tensor, idx: torch.Tensor) -> torch.Tensor:
+        return gather(x, idx)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.compiled is not None and x.shape[0] == self.batch:
+            return self.compiled(x)
+        return self.net(x)
+
+    def describe(self) -> str:
+        compiled = self.compiled.reason if self.compiled is not None else f"torch.compile {self.compile_reason}"
+        return f"channels_last {'on' if self.channels_last else 'off'}, {compiled}"
+
+
+__all__ = ["CompiledForward", "Speed", "SpeedOptions", "SPEED_DEFAULTS", "channels_last", "channels_last_data", "compiler_problem",
            "gather", "has_image_weights", "maybe_compile"]
