@@ -5,8 +5,8 @@ The summaries and IR of the graph specs (tests/specs/graphs/) are golden
 files (test_golden_frontend.py); their counts and shapes are checked against
 Keras functional twins in test_keras_counts.py; the diagnostics of version 2
 mistakes are bad specs in test_diagnostics.py. This file checks the rules
-themselves: names, inputs, spans, imports, the report's new columns, and
-ResNet-50 against Keras's own.
+themselves: names, inputs, spans, imports, the report's new columns,
+ResNet-50 against Keras's own and resnet_mnist against its Keras twin.
 """
 
 from __future__ import annotations
@@ -220,6 +220,24 @@ def test_resnet50_matches_keras_applications():
     assert (report.total, report.trainable, report.non_trainable) == (
         reference.count_params(), trainable, reference.count_params() - trainable)
     assert (report.total, report.non_trainable) == (25_636_712, 53_120)
+
+
+def test_resnet_mnist_is_a_small_residual_network_that_keras_counts_alike():
+    """specs/resnet_mnist.spec (README: 99% on MNIST): identity and projection
+    shortcuts, under 300k params, counted as its Keras functional twin counts."""
+    pytest.importorskip("keras")
+    from keras_twins import build_twin
+
+    model = specc.load(REPO / "specs" / "resnet_mnist.spec")["resnet_mnist"]
+    net = build_twin(model)
+    trainable = sum(prod(w.shape) for w in net.trainable_weights)
+    report = specc.summary(model)
+    assert (report.total, report.trainable, report.non_trainable) == (
+        net.count_params(), trainable, net.count_params() - trainable) == (78_426, 77_754, 672)
+    identity, *projections = [layer for layer in model.layers if layer.kind == "Add"]
+    assert identity.inputs[1] == model.layer("basic_1/conv_bn_1/conv2d_1").inputs[0]  # the block's input
+    assert [model.layer(add.inputs[1]).kind for add in projections] == ["BatchNorm", "BatchNorm"]  # 1x1 conv + BN
+    assert (model.input_shape, model.output_shape) == ((1, 28, 28), (10,))
 
 
 # ---------------------------------------------------------------- imports
