@@ -35,9 +35,16 @@ class History:
     @classmethod
     def resumed(cls, checkpoint: Checkpoint) -> "History":
         try:
-            return cls(**checkpoint.state["history"])
+            history = cls(**checkpoint.state["history"])
         except TypeError as err:
             raise damaged(checkpoint.folder / STATE, f"holds a malformed history ({err})") from None
+        if history.best_val_loss is None:  # nothing monitored yet (see state)
+            history.best_val_loss = math.inf
+        return history
+
+    def state(self) -> dict:
+        """As state.json keeps it: strict JSON, so no Infinity before anything was monitored."""
+        return {**self.__dict__, "best_val_loss": None if math.isinf(self.best_val_loss) else self.best_val_loss}
 
 
 @dataclass(frozen=True)
@@ -129,7 +136,7 @@ class EpochLoop:
             else:
                 history.bad_epochs += 1
         best = {f"best_{group}": arrays for group, arrays in (outcome.best or {}).items()}
-        self.save(self.run_dir.path, epoch, recipe.checkpoint() | best, {"history": history.__dict__,
+        self.save(self.run_dir.path, epoch, recipe.checkpoint() | best, {"history": history.state(),
                                                                           "run": self.run_info})
         for note in recipe.end_epoch(epoch, self.run_dir.path):
             self.view.note(note)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import importlib
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Protocol
 
 import numpy as np
 
@@ -93,11 +93,6 @@ def weight_shapes(model: Model) -> dict[str, tuple[int, ...]]:
 def params_text(model: Model) -> str:
     return f"{model.params:,} params"
 
-
-def split_arrays(dataset: Dataset) -> dict[str, Any]:
-    """The inputs of each split the data set has ("val" only with a validation split)."""
-    splits = {"train": dataset.x_train, "val": dataset.x_val, "test": dataset.x_test}
-    return {name: x for name, x in splits.items() if x is not None}
 
 
 # ---------------------------------------------------------------- pictures, shared by the recipes that draw
