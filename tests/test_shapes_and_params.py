@@ -310,6 +310,7 @@ def test_statements_may_share_a_line_and_calls_span_lines():
     ("autoencoder", "autoencoder", 14_353, 0),
     ("lstm", "lstm", 81_674, 0),
     ("resnet50", "resnet50", 25_636_712, 53_120),  # Keras applications.ResNet50(weights=None)
+    ("resnet_mnist", "resnet_mnist", 78_426, 672),  # the README graph example; Keras twin in test_graphs
 ])
 def test_seed_spec_totals(spec, model, total, non_trainable):
     report = specc.summary(specc.load(SPECS / f"{spec}.spec")[model])
@@ -332,4 +333,4 @@ def test_seed_spec_per_layer_params(spec, model, per_layer):
 
 def test_every_seed_spec_is_covered():
     assert {p.stem for p in SPECS.glob("*.spec")} == {"perceptron", "mlp", "lenet", "gan", "autoencoder", "lstm",
-                                                     "resnet50"}
+                                                     "resnet50", "resnet_mnist"}
