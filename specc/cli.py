@@ -128,9 +128,11 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "command", None):
         parser.print_help(sys.stderr)
         return EXIT_USAGE
+    args.argv = list(sys.argv[1:] if argv is None else argv)  # a torch launch runs the command again per worker
     try:
         return args.run(args)
     except SpecError as err:
+        _record_worker_error(err.render())
         print(err.render(), file=sys.stderr)
         return EXIT_DIAGNOSTICS
     except _Usage as err:
@@ -150,6 +152,7 @@ def _report(err: Exception) -> int:
     """Print any other exception as one error line; returns the exit status."""
     user = _as_user_error(err)
     if user is not None:
+        _record_worker_error(user.render())
         print(user.render(), file=sys.stderr)
         return EXIT_DIAGNOSTICS
     if os.environ.get("SPECC_DEBUG") == "1":
@@ -157,10 +160,20 @@ def _report(err: Exception) -> int:
 
         traceback.print_exception(err, file=sys.stderr)
     detail = str(err).strip().splitlines()
+    _record_worker_error(f"internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else ""))
     print(f"specc: internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else ""), file=sys.stderr)
     print("hint: this is a bug in specc; please report it with the command you ran "
           "(set SPECC_DEBUG=1 to see the traceback)", file=sys.stderr)
     return EXIT_INTERNAL
+
+
+def _record_worker_error(message: str) -> None:
+    """In a worker of torch's elastic launcher, leave the error where the
+    launcher reads it, so the run's one message names this rank's error."""
+    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        from .backends.pytorch.launch import record_worker_error
+
+        record_worker_error(message)
 
 
 def _as_user_error(err: Exception) -> UserError | None:

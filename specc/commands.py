@@ -26,6 +26,13 @@ def add_runner_commands(sub) -> None:
     t.add_argument("--limit", type=_integer, metavar="N", help="use only the first N training samples")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last completed epoch")
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch table")
+    d = t.add_argument_group("data parallel (README: Several devices)")
+    d.add_argument("--devices", type=_integer, default=1, metavar="N",
+                   help="split each batch over N devices of --device (torch: N worker processes; "
+                        "jax on CPU: N host devices)")
+    d.add_argument("--coordinator", metavar="HOST:PORT", help="jax, several processes: process 0's address")
+    d.add_argument("--num-processes", type=_integer, metavar="P", help="jax, several processes: how many")
+    d.add_argument("--process-id", type=_integer, metavar="I", help="jax, several processes: this one's index")
     t.set_defaults(run=cmd_train)
 
     e = sub.add_parser("eval", help="test figures of saved weights, on either backend (a GAN's: its scores)")
@@ -72,11 +79,15 @@ def _number(text: str) -> float:
 
 
 def cmd_train(args) -> int:
+    from .distributed import torch_worker_env
     from .runner import Interrupted, Options, train_model
 
     opts = Options(backend=args.backend, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                    out=args.out, data_dir=args.data_dir, device=args.device, limit=args.limit,
-                   quiet=args.quiet, resume=args.resume)
+                   quiet=args.quiet, resume=args.resume, devices=args.devices, coordinator=args.coordinator,
+                   num_processes=args.num_processes, process_id=args.process_id)
+    if args.backend == "torch" and args.devices > 1 and torch_worker_env() is None:
+        return _launch_torch_workers(args, opts)
     try:
         run = train_model(args.file, args.model, opts)
     except Interrupted as err:  # not a mistake: the message is how to resume
@@ -85,6 +96,20 @@ def cmd_train(args) -> int:
     if args.quiet:
         print(json.dumps(run.result))
     return 0
+
+
+def _launch_torch_workers(args, opts) -> int:
+    """`--backend torch --devices N`: N worker processes through torch's
+    elastic launcher, as `torchrun --nproc_per_node N` starts them; each runs
+    this command again as one rank. The spec and the flags are checked here
+    first, so a mistake is reported once, not by every worker."""
+    from . import load
+    from .backend import get
+    from .validate import validate_options
+
+    validate_options(opts)
+    load(args.file)
+    return get("torch").launch(args.argv, devices=args.devices, device=args.device)
 
 
 def cmd_eval(args) -> int:

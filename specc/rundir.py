@@ -47,13 +47,17 @@ def default_run_dir(model: str, backend: str) -> Path:
 
 @dataclass
 class RunDir:
-    """The files of one run directory."""
+    """The files of one run directory. In a data-parallel run only the chief
+    process writes them (`writes` False elsewhere: every write is skipped)."""
 
     path: Path
+    writes: bool = True
 
     def create(self, summary: str, run_info: dict, fresh: bool) -> None:
         """Made only once data and device are ready, so that a run that never
         starts leaves nothing behind; a resumed run keeps its files."""
+        if not self.writes:
+            return
         self.path.mkdir(parents=True, exist_ok=True)
         (self.path / SUMMARY).write_text(summary + "\n")
         if fresh:
@@ -61,14 +65,19 @@ class RunDir:
             (self.path / METRICS).write_text("")
 
     def append_row(self, row: dict) -> None:
+        if not self.writes:
+            return
         with (self.path / METRICS).open("a") as fh:
             fh.write(json.dumps(row) + "\n")
 
     def write_result(self, result: dict) -> None:
-        write_atomic(self.path / RESULT, json.dumps(result, indent=2))
+        if self.writes:
+            write_atomic(self.path / RESULT, json.dumps(result, indent=2))
 
     def plot_curves(self) -> str | None:
         """Draw curves.png; a note for the user when matplotlib is missing."""
+        if not self.writes:
+            return None
         try:
             from .plot import plot_runs
 

@@ -20,7 +20,9 @@ from typing import Any, Callable
 
 import numpy as np
 
+from . import backend as backends
 from .checkpoint import save_checkpoint
+from .distributed import World, check_batch
 from .ir import Call, Model, Train
 from .loop import EpochLoop, History, Outcome, Settings
 from .progress import Progress
@@ -48,6 +50,10 @@ class Options:
     quiet: bool = False
     resume: str | None = None
     pull_every: int | None = None
+    devices: int = 1  # data parallel over this many local devices (torch: worker processes)
+    coordinator: str | None = None  # several JAX processes: jax.distributed's HOST:PORT
+    num_processes: int | None = None
+    process_id: int | None = None
 
 
 @dataclass
@@ -86,12 +92,13 @@ class _Start:
         return self.resumed.checkpoint if self.resumed else None
 
 
-def _start(opts: Options, model: Model, train: Train) -> _Start:
+def _start(opts: Options, model: Model, train: Train, world: World) -> _Start:
     from .validate import validate_out_dir
 
     if not opts.resume:
         run_dir = Path(opts.out) if opts.out else default_run_dir(model.name, opts.backend)
-        validate_out_dir(run_dir, "--out" if opts.out else "run directory")
+        if world.chief:  # the others would find the directory the chief has just made
+            validate_out_dir(run_dir, "--out" if opts.out else "run directory")
         return _Start(run_dir, apply_overrides(train, opts), [opts.backend])
     resumed = open_resume(Path(opts.resume), model)
     saved, train = resumed.saved, resumed.train
@@ -117,37 +124,63 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     validate_options(opts)  # before anything is read or made
     program = load(spec_path)
     model, train = _pick(program, model_name, spec_path)
-    start = _start(opts, model, train)
+    world = start_world(opts)
+    start = _start(opts, model, train, world)
     train = start.train
     validate_seed(train.seed)
-    recipe = make_recipe(program, model, train, opts.backend, opts.device)
+    recipe = make_recipe(program, model, train, opts.backend, opts.device, world)
     dataset = recipe.load_data(opts.data_dir, opts.limit)
+    check_batch(recipe.plan.batch, world.devices)
     checkpoint = start.checkpoint
     groups = checkpoint_groups(checkpoint, recipe) if checkpoint else {}
     recipe.start(groups or None)
 
-    run_dir = RunDir(start.run_dir)
+    run_dir = RunDir(start.run_dir, writes=world.chief)
     run_info = {"spec": str(spec_path), "model": model.name, "backend": opts.backend, "backends": start.backends,
-                "train": train.to_dict(), "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device}
+                "train": train.to_dict(), "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device,
+                **world.to_dict()}
     run_dir.create("\n\n".join(Report.of(m).table() for m in recipe.models()), run_info, fresh=checkpoint is None)
     plan = recipe.plan
-    view = Progress(opts.quiet, train.epochs, plan.steps_per_epoch)
+    view = Progress(opts.quiet or not world.chief, train.epochs, plan.steps_per_epoch)
     view.header(f"{model.name} on {opts.backend}: {recipe.describe()}, {len(dataset.x_train):,} training samples"
-                f", batch {plan.batch}, {plan.optimizer.name}(lr={plan.lr:g}), run directory {run_dir.path}")
+                f", batch {plan.batch}{_devices_text(world)}, {plan.optimizer.name}(lr={plan.lr:g}), "
+                f"run directory {run_dir.path}")
     if start.note:
         view.note(start.note)
     settings = Settings(train.epochs, plan.steps_per_epoch, plan.batch, train.seed, len(dataset.x_train),
                         opts.pull_every or max(1, min(50, plan.steps_per_epoch // 20)), train.patience)
     best = {g.removeprefix("best_"): arrays for g, arrays in groups.items() if g.startswith("best_")}
     outcome = Outcome(History.resumed(checkpoint) if checkpoint else History(), best or None)
-    loop = EpochLoop(recipe, run_dir, view, settings, save_checkpoint, run_info, on_epoch_end)
+    loop = EpochLoop(recipe, run_dir, view, settings, save_checkpoint if world.chief else _no_save, run_info,
+                     on_epoch_end)
     with view, _interrupt_hint(spec_path, model.name, opts.backend, run_dir.path):
         loop.run(checkpoint.state["epoch"] + 1 if checkpoint else 0, outcome)
-    return _finish(recipe, outcome, run_dir, view, opts, spec_path, start.backends, len(dataset.x_train))
+    return _finish(recipe, outcome, run_dir, view, opts, spec_path, start.backends, len(dataset.x_train), world)
+
+
+def start_world(opts: Options) -> World:
+    """This process's place in the run, the backend's distributed runtime
+    started (before any trainer or data is made)."""
+    start = getattr(backends.get(opts.backend), "start_world", None)
+    if start is None:  # TRANSITIONAL: until both backends export start_world
+        return World()
+    return start(devices=opts.devices, device=opts.device, coordinator=opts.coordinator,
+                 num_processes=opts.num_processes, process_id=opts.process_id)
+
+
+def _devices_text(world: World) -> str:
+    if not world.parallel:
+        return ""
+    per = f" in {world.processes} processes" if world.processes > 1 else ""
+    return f" split over {world.devices} devices{per}"
+
+
+def _no_save(*args, **kwargs) -> None:
+    """Checkpoints of a data-parallel run are the chief's to write."""
 
 
 def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, opts: Options, spec_path: str,
-            backends_used: list[str], train_samples: int) -> RunResult:
+            backends_used: list[str], train_samples: int, world: World) -> RunResult:
     """The recipe's final evaluation, the weights and result.json."""
     if outcome.best is not None and outcome.stopped_early:
         recipe.set_weights(outcome.best)
@@ -169,6 +202,7 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
         "train_samples_per_second": outcome.samples_per_second,
         "stopped_early": outcome.stopped_early,
         "device": opts.device,
+        **world.to_dict(),
     }
     run_dir.write_result(result)
     note = run_dir.plot_curves()

@@ -106,6 +106,36 @@ def validate_options(opts: Any) -> None:
     if opts.resume and opts.out:
         raise OptionError("--out and --resume cannot be used together",
                           "a resumed run continues in its own directory: drop --out")
+    validate_parallel(opts)
+
+
+def validate_parallel(opts: Any) -> None:
+    """--devices, and the flags of a several-process JAX run."""
+    _int_option("--devices", getattr(opts, "devices", 1), 1)
+    flags = {"--coordinator": getattr(opts, "coordinator", None),
+             "--num-processes": getattr(opts, "num_processes", None),
+             "--process-id": getattr(opts, "process_id", None)}
+    given = [flag for flag, value in flags.items() if value is not None]
+    if not given:
+        return
+    if opts.backend != "jax":
+        raise OptionError(f"{given[0]} is for jax.distributed (--backend jax)",
+                          "several torch processes are started by torchrun: "
+                          "torchrun --nnodes N --nproc-per-node M --rdzv-endpoint HOST:PORT -m specc train ...")
+    missing = [flag for flag, value in flags.items() if value is None]
+    if missing:
+        raise OptionError(f"{given[0]} needs {' and '.join(missing)} too",
+                          "a several-process jax run names the coordinator, the number of processes and "
+                          "this process's index: --coordinator HOST:PORT --num-processes P --process-id I")
+    _int_option("--num-processes", flags["--num-processes"], 1)
+    _int_option("--process-id", flags["--process-id"], 0)
+    if flags["--process-id"] >= flags["--num-processes"]:
+        raise OptionError(f"--process-id {flags['--process-id']} is not below --num-processes "
+                          f"{flags['--num-processes']}", "process ids count from 0")
+    host, _, port = str(flags["--coordinator"]).rpartition(":")
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise OptionError(f"--coordinator {flags['--coordinator']} is not HOST:PORT",
+                          "e.g. --coordinator 10.0.0.1:1234")
 
 
 # ---------------------------------------------------------------- run directories

@@ -22,6 +22,7 @@ import numpy as np
 
 from ..checkpoint import Checkpoint
 from ..data import Dataset
+from ..distributed import SINGLE, World
 from ..ir import Model, Program, Train
 from ..plan import Plan
 
@@ -43,6 +44,7 @@ class Recipe(Protocol):
     progress_metrics: tuple[str, ...]  # the ones the progress bar shows
     monitor: str | None  # the metric early stopping watches (its val_ form when validating); None: never
     weight_groups: tuple[str, ...]  # the checkpoint groups that are weights (early stopping keeps their best)
+    world: World  # data parallelism: every process calls every method in the same order; the chief writes
 
     def models(self) -> tuple[Model, ...]: ...  # every model it trains (summary.txt, the header)
     def describe(self) -> str: ...  # "1,256,080 params": the header's words on the models
@@ -67,10 +69,20 @@ def recipe_name(train: Train) -> str:
     return train.recipe.name if train.recipe is not None else "supervised"
 
 
-def make_recipe(program: Program, model: Model, train: Train, backend: str, device: str = "cpu") -> Recipe:
+def make_recipe(program: Program, model: Model, train: Train, backend: str, device: str = "cpu",
+                world: World = SINGLE) -> Recipe:
     """The recipe of a checked train block (its model `model`, from `program`)."""
     module, cls = RECIPES[recipe_name(train)]
-    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(program, model, train, backend, device)
+    recipe = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(program, model, train, backend, device)
+    recipe.world = world
+    recipe.pictures.chief = world.chief
+    return recipe
+
+
+def trainer_options(recipe) -> dict:
+    """The keywords of a backend's trainer factories: the device, and the
+    world when the run is data parallel."""
+    return {"device": recipe.device, **({"world": recipe.world} if recipe.world.parallel else {})}
 
 
 def checkpoint_groups(checkpoint: Checkpoint, recipe: Recipe) -> Groups:
@@ -125,13 +137,15 @@ def image_shape(shape) -> tuple[int, ...] | None:
 
 class Pictures:
     """Writes a recipe's PNGs; without matplotlib, one note and no pictures
-    (a run never fails for want of a picture)."""
+    (a run never fails for want of a picture). Only the chief process of a
+    data-parallel run draws (`chief`)."""
 
     def __init__(self):
         self.unavailable = False
+        self.chief = True
 
     def draw(self, write) -> list[str]:
-        if self.unavailable:
+        if self.unavailable or not self.chief:
             return []
         from ..pictures import PicturesUnavailable
 

@@ -24,7 +24,7 @@ from .. import backend as backends
 from .. import noise
 from ..data import Dataset, load_dataset
 from ..plan import EVAL_NOISE_STREAM, make_plan
-from . import Pictures, data_range, epoch_picture, image_shape
+from . import data_range, epoch_picture, image_shape
 from .supervised import SupervisedRecipe
 
 PICTURE_DIGITS = 16  # columns of the reconstruction pictures
@@ -37,7 +37,6 @@ class AutoencoderRecipe(SupervisedRecipe):
     def __init__(self, *args, **kwargs):
         super().__init__(*args, **kwargs)
         self.noise = float(self.train.recipe.args.get("noise", 0.0))
-        self.pictures = Pictures()
 
     def load_data(self, data_dir: str | None, limit: int | None) -> Dataset:
         from ..validate import validate_inputs
@@ -69,7 +68,7 @@ class AutoencoderRecipe(SupervisedRecipe):
 
     def draw(self, path: Path) -> list[str]:
         shape = image_shape(self.model.input_shape)
-        if shape is None:
+        if shape is None or not self.pictures.chief:
             return []
         clean = self.dataset.x_test[:PICTURE_DIGITS].astype(np.float32)
         noisy = self.noisy(clean)

@@ -32,11 +32,13 @@ import numpy as np
 from .. import backend as backends
 from .. import noise
 from ..data import Dataset, load_dataset
+from ..distributed import SINGLE
 from ..ir import Model, Program, Train
 from ..plan import Plan, make_plan, optimizer_state_shapes
 from ..rundir import WEIGHTS
 from ..weights import init_weights, save_weights
-from . import Arrays, Groups, Pictures, data_range, epoch_picture, image_shape, params_text, weight_shapes
+from . import (Arrays, Groups, Pictures, data_range, epoch_picture, image_shape, params_text, trainer_options,
+               weight_shapes)
 
 PICTURE_SAMPLES = 64
 SCORED_SAMPLES = 10_000
@@ -68,6 +70,7 @@ class GanRecipe:
         self.trainer: Any = None
         self.data: Any = None
         self.pictures = Pictures()
+        self.world = SINGLE
 
     def models(self) -> tuple[Model, ...]:
         return (self.model, self.discriminator)
@@ -102,7 +105,8 @@ class GanRecipe:
         g_weights = groups["generator"] if groups else init_weights(self.model, seed)
         d_weights = groups["discriminator"] if groups else init_weights(self.discriminator, seed)
         self.trainer = backends.get(self.backend).gan_trainer(self.model, self.discriminator, self.plan, g_weights,
-                                                              d_weights, self.latent, device=self.device)
+                                                              d_weights, self.latent,
+                                                              **trainer_options(self))
         if groups:
             self.trainer.set_optimizer_state({role: groups[f"{role}_optimizer"] for role in ROLES})
         self.data = self.trainer.put(self.dataset.x_train)
@@ -136,7 +140,7 @@ class GanRecipe:
 
     def draw(self, path: Path) -> list[str]:
         shape = image_shape(self.model.output_shape)
-        if shape is None:
+        if shape is None or not self.pictures.chief:
             return []
         images = self.trainer.generate(latent_batch(self.train.seed, PICTURE_SAMPLES, self.latent))
 
@@ -150,17 +154,22 @@ class GanRecipe:
     # ------------------------------------------------------------ the end
 
     def final_result(self, run_dir: Path) -> dict:
+        d = self.discriminator
+        described = {"recipe": self.name, "discriminator": d.name, "discriminator_params": d.params,
+                     "latent": self.latent}
+        if not self.world.chief:  # the pictures and scores are the chief's to write
+            return described
         self.draw(run_dir / SAMPLES_PICTURE)
         images = self.trainer.generate(latent_batch(self.train.seed, SCORED_SAMPLES, self.latent, which=1))
-        d = self.discriminator
-        return {"recipe": self.name, "discriminator": d.name, "discriminator_params": d.params,
-                "latent": self.latent, **score(images, self.backend, self.range)}
+        return {**described, **score(images, self.backend, self.range)}
 
     def headline(self, result: dict) -> dict:
         return {"mnist_is": result["mnist_is"], "mnist_fid": result["mnist_fid"]}
 
     def save_weights(self, run_dir: Path, backend: str) -> Arrays:
         weights = self.trainer.get_weights()
+        if not self.world.chief:
+            return weights["generator"]
         save_weights(run_dir / WEIGHTS, weights["generator"], {"model": self.model.name, "backend": backend})
         save_weights(run_dir / DISCRIMINATOR_WEIGHTS, weights["discriminator"],
                      {"model": self.discriminator.name, "backend": backend, "role": "discriminator"})

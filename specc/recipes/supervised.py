@@ -18,7 +18,8 @@ from ..ir import Model, Program, Train
 from ..plan import Plan, make_plan, optimizer_state_shapes
 from ..rundir import WEIGHTS
 from ..weights import init_weights, save_weights
-from . import Arrays, Groups, params_text, weight_shapes
+from ..distributed import SINGLE
+from . import Arrays, Groups, Pictures, params_text, trainer_options, weight_shapes
 
 
 class Trainer(Protocol):
@@ -73,6 +74,8 @@ class SupervisedRecipe:
         self.dataset: Dataset | None = None
         self.trainer: Trainer | None = None
         self.splits: dict[str, Any] = {}
+        self.world = SINGLE
+        self.pictures = Pictures()  # none of its own; kept for the shared gating
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -105,7 +108,7 @@ class SupervisedRecipe:
 
     def start(self, groups: Groups | None) -> None:
         weights = groups["weights"] if groups else init_weights(self.model, self.train.seed)
-        self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, device=self.device)
+        self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, **trainer_options(self))
         if groups:
             self.trainer.set_optimizer_state(groups["optimizer"])
         self.splits = self.place()
@@ -157,7 +160,8 @@ class SupervisedRecipe:
 
     def save_weights(self, run_dir: Path, backend: str) -> Arrays:
         weights = self.trainer.get_weights()
-        save_weights(run_dir / WEIGHTS, weights, {"model": self.model.name, "backend": backend})
+        if self.world.chief:
+            save_weights(run_dir / WEIGHTS, weights, {"model": self.model.name, "backend": backend})
         return weights
 
     def evaluate_saved(self, weights_path: str, data_dir: str | None, batch: int | None) -> dict:
