@@ -65,6 +65,13 @@ class Outcome:
     stopped_early: bool = False
     timed_seconds: float = 0.0
     timed_samples: int = 0
+    overhead_seconds: float = 0.0  # this session's validation, checkpoints, metric rows and pictures
+    epoch_seconds: float = 0.0  # this session's epochs, whole (steps and overhead)
+
+    @property
+    def overhead_fraction(self) -> float | None:
+        """The share of the epochs' time that is not training steps."""
+        return round(self.overhead_seconds / self.epoch_seconds, 4) if self.epoch_seconds > 0 else None
 
     @property
     def samples_per_second(self) -> float | None:
@@ -82,8 +89,11 @@ class EpochLoop:
 
     def run(self, start_epoch: int, outcome: Outcome) -> Outcome:
         for epoch in range(start_epoch, self.settings.epochs):
+            started = time.perf_counter()
             row = self._epoch(epoch, start_epoch, outcome)
-            if self._end_epoch(epoch, row, outcome):
+            stop = self._end_epoch(epoch, row, outcome)
+            outcome.epoch_seconds += time.perf_counter() - started
+            if stop:
                 outcome.stopped_early = True
                 break
         return outcome
@@ -103,9 +113,11 @@ class EpochLoop:
                 tally.add(pulled, time.perf_counter(), outcome)
                 rate = outcome.timed_samples / outcome.timed_seconds if outcome.timed_seconds > 0 else 0.0
                 self.view.step(epoch, i + 1, tally.means(recipe.progress_metrics), rate)
-        seconds = time.perf_counter() - started
         row = {"epoch": epoch + 1, **tally.means(recipe.metrics)}
+        validating = time.perf_counter()
         row.update({f"val_{name}": value for name, value in (recipe.evaluate("val") or {}).items()})
+        outcome.overhead_seconds += time.perf_counter() - validating
+        seconds = time.perf_counter() - started
         row["seconds"] = round(seconds, 3)
         row["samples_per_second"] = round(tally.samples / seconds, 1)
         return row
@@ -123,6 +135,13 @@ class EpochLoop:
     def _end_epoch(self, epoch: int, row: dict, outcome: Outcome) -> bool:
         """Record the row, keep early stopping's best, checkpoint, draw the
         recipe's pictures; True when early stopping ends the run."""
+        started = time.perf_counter()
+        try:
+            return self._record(epoch, row, outcome)
+        finally:
+            outcome.overhead_seconds += time.perf_counter() - started
+
+    def _record(self, epoch: int, row: dict, outcome: Outcome) -> bool:
         history, recipe = outcome.history, self.recipe
         history.rows.append(row)
         self.run_dir.append_row(row)

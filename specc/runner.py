@@ -200,6 +200,8 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
         "train_samples": train_samples,
         "train_seconds": round(sum(row["seconds"] for row in rows), 3),  # resumed runs: all epochs
         "train_samples_per_second": outcome.samples_per_second,
+        # validation, checkpoints, metric rows and pictures, as a share of the epochs' time (this session)
+        "epoch_overhead_fraction": outcome.overhead_fraction,
         "stopped_early": outcome.stopped_early,
         "device": opts.device,
         **world.to_dict(),

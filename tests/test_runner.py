@@ -59,6 +59,8 @@ def test_short_run_learns_and_writes_a_complete_run_directory(spec, tmp_path):
         assert result[key] is not None, key
     assert result["params"] == specc.load(spec)["small"].params
     assert len((d / "metrics.jsonl").read_text().splitlines()) == 3
+    assert (result["devices"], result["processes"]) == (1, 1)
+    assert 0 < result["epoch_overhead_fraction"] < 1  # validation, checkpoints, rows, pictures
     assert "Total params" in (d / "summary.txt").read_text()
 
 
