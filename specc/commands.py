@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -26,6 +27,14 @@ def add_runner_commands(sub) -> None:
     t.add_argument("--limit", type=_integer, metavar="N", help="use only the first N training samples")
     t.add_argument("--resume", metavar="DIR", help="continue the run in DIR from its last completed epoch")
     t.add_argument("--quiet", action="store_true", help="no progress bar or epoch table")
+    f = t.add_argument_group("speed (README: Performance)")
+    f.add_argument("--precision", choices=("f32", "mixed"), default="f32",
+                   help="mixed: bf16 compute, float32 weights, optimiser state and loss (default f32)")
+    f.add_argument("--no-channels-last", action="store_true",
+                   help="torch: keep convolutions in the default (channels-first) memory format")
+    f.add_argument("--compile", action="store_true", help="torch: torch.compile the train forward (inductor)")
+    f.add_argument("--no-xla-defaults", action="store_true",
+                   help="jax: leave out specc's XLA:CPU settings (as SPECC_XLA_DEFAULTS=0 does)")
     d = t.add_argument_group("data parallel (README: Several devices)")
     d.add_argument("--devices", type=_integer, default=1, metavar="N",
                    help="split each batch over N devices of --device (torch: N worker processes; "
@@ -80,12 +89,17 @@ def _number(text: str) -> float:
 
 def cmd_train(args) -> int:
     from .distributed import torch_worker_env
+    from .plan import SpeedChoices
     from .runner import Interrupted, Options, train_model
 
     opts = Options(backend=args.backend, epochs=args.epochs, batch=args.batch, lr=args.lr, seed=args.seed,
                    out=args.out, data_dir=args.data_dir, device=args.device, limit=args.limit,
                    quiet=args.quiet, resume=args.resume, devices=args.devices, coordinator=args.coordinator,
-                   num_processes=args.num_processes, process_id=args.process_id)
+                   num_processes=args.num_processes, process_id=args.process_id, precision=args.precision,
+                   speed=SpeedChoices(channels_last=not args.no_channels_last, compile=args.compile,
+                                      xla_defaults=not args.no_xla_defaults))
+    if args.no_xla_defaults:  # read when jax starts its backend, in this process and in any it launches
+        os.environ["SPECC_XLA_DEFAULTS"] = "0"
     if args.backend == "torch" and args.devices > 1 and torch_worker_env() is None:
         return _launch_torch_workers(args, opts)
     try:

@@ -20,6 +20,20 @@ from .options import FUSED_ACTIVATION
 EVAL_NOISE_STREAM = 101
 
 
+PRECISIONS = ("f32", "mixed")
+
+
+@dataclass(frozen=True)
+class SpeedChoices:
+    """The user's say over the backends' speed settings (the CLI's flags).
+    Each setting keeps results the same up to float rounding; README
+    "Performance" has what each was measured to give."""
+
+    channels_last: bool = True  # torch: convolutions' weights and images in channels-last memory
+    compile: bool = False  # torch: torch.compile (inductor) of the train forward
+    xla_defaults: bool = True  # jax: specc's XLA:CPU settings (backends/jax_flax/xla_flags.py)
+
+
 @dataclass(frozen=True)
 class Plan:
     loss: str  # cross_entropy | binary_cross_entropy | mse | mae
@@ -38,6 +52,10 @@ class Plan:
     # EVAL_NOISE_STREAM at each sample's index, so a test sample always gets the same noise).
     reconstruct: bool = False
     input_noise: float = 0.0
+    # "mixed": bf16 compute of the forward and backward, f32 master weights, optimiser state and loss;
+    # "f32" (the default): float32 throughout.
+    precision: str = "f32"
+    speed: SpeedChoices = SpeedChoices()
 
     @property
     def total_steps(self) -> int:

@@ -14,7 +14,7 @@ writes the result.
 from __future__ import annotations
 
 import contextlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,6 +25,7 @@ from .checkpoint import save_checkpoint
 from .distributed import World, check_batch
 from .ir import Call, Model, Train
 from .loop import EpochLoop, History, Outcome, Settings
+from .plan import SpeedChoices
 from .progress import Progress
 from .recipes import Recipe, checkpoint_groups, make_recipe
 from .recipes.supervised import Trainer, accuracy_kind, prepare_targets
@@ -50,6 +51,8 @@ class Options:
     quiet: bool = False
     resume: str | None = None
     pull_every: int | None = None
+    precision: str = "f32"  # f32 | mixed (bf16 compute, f32 weights, optimiser state and loss)
+    speed: SpeedChoices = field(default_factory=SpeedChoices)
     devices: int = 1  # data parallel over this many local devices (torch: worker processes)
     coordinator: str | None = None  # several JAX processes: jax.distributed's HOST:PORT
     num_processes: int | None = None
@@ -131,6 +134,9 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     recipe = make_recipe(program, model, train, opts.backend, opts.device, world)
     dataset = recipe.load_data(opts.data_dir, opts.limit)
     check_batch(recipe.plan.batch, world.devices)
+    if opts.precision != "f32" and opts.precision not in getattr(backends.get(opts.backend), "PRECISIONS", ("f32",)):
+        raise RunError(f"--precision {opts.precision} is not available on the {opts.backend} backend yet")
+    recipe.plan = replace(recipe.plan, precision=opts.precision, speed=opts.speed)
     checkpoint = start.checkpoint
     groups = checkpoint_groups(checkpoint, recipe) if checkpoint else {}
     recipe.start(groups or None)
@@ -204,6 +210,7 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
         "epoch_overhead_fraction": outcome.overhead_fraction,
         "stopped_early": outcome.stopped_early,
         "device": opts.device,
+        "precision": opts.precision,
         **world.to_dict(),
     }
     run_dir.write_result(result)

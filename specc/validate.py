@@ -21,6 +21,7 @@ import numpy as np
 from .data import DataError, Dataset
 from .errors import UserError
 from .ir import INPUT, Model, Train
+from .plan import PRECISIONS
 
 SEED_MAX = 2**63 - 1  # the largest seed both frameworks take (jax.random.key needs a C long)
 # What makes a directory a run: refusing --out on any of these keeps an old run whole.
@@ -107,6 +108,9 @@ def validate_options(opts: Any) -> None:
         raise OptionError("--out and --resume cannot be used together",
                           "a resumed run continues in its own directory: drop --out")
     validate_parallel(opts)
+    precision = getattr(opts, "precision", "f32")
+    if precision not in PRECISIONS:
+        raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {_shown(precision)}")
 
 
 def validate_parallel(opts: Any) -> None:
