@@ -17,10 +17,12 @@ from specc.weights import check_weights, init_weights
 
 from . import convert
 from .convert import from_native as _from_native, to_native as _to_native
+from .launch import launch
 from .layers import LOWER, Net, build_net, module_names
+from .parallel import start_world
 
-__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gan_trainer", "gradients", "module_names", "run",
-           "to_native", "trainer"]
+__all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gan_trainer", "gradients", "launch",
+           "module_names", "run", "start_world", "to_native", "trainer"]
 
 LOSSES = ("mse", "mae")
 
@@ -112,18 +114,23 @@ def gradients(model: Model, weights: Mapping[str, np.ndarray], x, target, loss: 
 # ---------------------------------------------------------------- trainer
 
 
-def trainer(model: Model, plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
+def trainer(model: Model, plan, weights: Mapping[str, np.ndarray], device: str = "cpu", world=None):
     """The compiled train and eval steps of `plan` for specc.runner (a
     specc.runner.Trainer), starting from canonical `weights`; device "cpu" or
-    "gpu"."""
+    "gpu"; `world` (start_world's) for data parallelism."""
+    from specc.distributed import SINGLE
+
     from .train import Trainer
 
-    return Trainer(model, plan, weights, device=device)
+    return Trainer(model, plan, weights, device=device, world=world or SINGLE)
 
 
 def gan_trainer(generator: Model, discriminator: Model, plan, g_weights, d_weights, latent: int,
-                device: str = "cpu"):
+                device: str = "cpu", world=None):
     """The GAN recipe's trainer: the DCGAN D-then-G step on two modules (see `gan`)."""
+    from specc.distributed import SINGLE
+
     from .gan import GanTrainer
 
-    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device=device)
+    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device=device,
+                      world=world or SINGLE)

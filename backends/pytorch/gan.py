@@ -24,8 +24,15 @@ is order[i*b:(i+1)*b], gathered on the device. The latent noise of a block of
 coming steps is drawn on the device in one call and sliced per step (the last
 partial batch takes the first rows). Each step's losses are written into a
 device buffer; `pull` reads it in one transfer (the only host sync) and finds
-the first step whose losses were not finite. Dropout draws from a generator
-seeded from (seed, epoch), as in the supervised trainer.
+the first step whose losses were not finite. Dropout masks come from
+specc.noise at (seed, layer, forward, step, sample), as in the supervised
+trainer; D's three forwards of a step draw three masks.
+
+On several devices (parallel.py) each rank takes its rows of the global
+batch and of its z; G and D each run under DDP with the losses weighted by
+the rank's share. G's loss goes through D's module itself, not D's DDP: that
+backward computes no D gradient, which D's DDP would wait for. `generate`
+needs no other rank (the chief alone draws pictures).
 """
 
 from __future__ import annotations
@@ -35,19 +42,19 @@ from typing import Mapping
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from specc.distributed import SINGLE, World
 from specc.ir import Model
 from specc.noise import STREAM_LATENT
 from specc.plan import Plan, learning_rate, step_key
 
 from .. import gan_pair
-from . import convert
+from . import convert, parallel
 from .layers import build_net
 from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
 from .steplog import StepLog
-from .train import SeededDropout, _strip_final_activation, device_of, epoch_seed
+from .train import _strip_final_activation, device_of
 
 GENERATE_BATCH = 512  # generate() runs G in chunks of this many latent vectors
 NOISE_BLOCK = 32  # steps of latent noise drawn in one call
@@ -57,17 +64,17 @@ METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
 class _Side:
     """One model of the pair: its network, trainable parameters and optimiser."""
 
-    def __init__(self, model: Model, weights, plan: Plan, device: torch.device, dropout: torch.Generator,
-                 logits: bool):
+    def __init__(self, model: Model, weights, plan: Plan, device: torch.device, clock: parallel.DropoutClock,
+                 first_slot: int, logits: bool, world: World):
         self.model = model
         net = build_net(model)
         net.load_state_dict(convert.to_native(model, weights), strict=True)
-        for name, module in list(net._modules.items()):
-            if isinstance(module, nn.Dropout):
-                net._modules[name] = SeededDropout(module.p, dropout)
+        self.next_slot = parallel.seeded_dropout(net, clock, first_slot)
+        parallel.global_batch_norm(net, world)
         if logits and model.final_activation == "sigmoid":
             _strip_final_activation(net, model)
-        self.net = net.to(device).train()
+        self.net = net.to(device).train()  # the module itself: weights, generate, G's loss through D
+        self.forward = parallel.data_parallel(self.net, world)
         self.named_params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
         self.update = make_update(plan.optimizer.name, dict(plan.optimizer.args), self.params)
@@ -90,13 +97,14 @@ class GanTrainer:
     """specc.runner's GAN trainer protocol on one device (see the module docstring)."""
 
     def __init__(self, generator: Model, discriminator: Model, plan: Plan, g_weights, d_weights, latent: int,
-                 device: str = "cpu"):
+                 device: str = "cpu", world: World = SINGLE):
         gan_pair.check_gan_pair(generator, discriminator, latent)
-        self.plan, self.latent = plan, int(latent)
+        self.plan, self.latent, self.world = plan, int(latent), world
         self.device = device_of(device)
-        self.dropout = torch.Generator(device=self.device)
-        self.g = _Side(generator, g_weights, plan, self.device, self.dropout, logits=False)
-        self.d = _Side(discriminator, d_weights, plan, self.device, self.dropout, logits=True)
+        self.clock = parallel.DropoutClock(plan.seed, plan.batch)
+        self.g = _Side(generator, g_weights, plan, self.device, self.clock, 0, logits=False, world=world)
+        self.d = _Side(discriminator, d_weights, plan, self.device, self.clock, self.g.next_slot, logits=True,
+                       world=world)
         self.sides = {"generator": self.g, "discriminator": self.d}
         self.steps = 0  # GAN steps applied: each optimiser's update count, the noise counter
         self.log = StepLog(len(METRICS), 2, plan.steps_per_epoch, self.device)
@@ -104,6 +112,7 @@ class GanTrainer:
         self._noise_from = -1
         self._data: torch.Tensor | None = None
         self._order: torch.Tensor | None = None
+        self._epoch_size = 0
 
     # ------------------------------------------------------------ data
 
@@ -117,7 +126,7 @@ class GanTrainer:
     def begin_epoch(self, data: torch.Tensor, order: np.ndarray, epoch: int) -> None:
         self._data = data
         self._order = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.device)
-        self.dropout.manual_seed(epoch_seed(self.plan.seed, epoch))
+        self._epoch_size = len(order)
 
     def _latent(self, size: int) -> torch.Tensor:
         """This step's z (the first `size` rows of a full batch's noise)."""
@@ -132,21 +141,28 @@ class GanTrainer:
 
     def step(self, i: int) -> None:
         b = self.plan.batch
-        real = self._data.index_select(0, self._order[i * b:(i + 1) * b])
-        fake = self.g.net(self._latent(real.shape[0]))
-        lr, t = learning_rate(self.plan, self.steps), self.steps + 1
-        l_real, l_fake = self.d.net(real), self.d.net(fake.detach())
+        size = min(b, self._epoch_size - i * b)  # the global batch
+        (lo, hi), = parallel.rows([size], self.world)  # this rank's rows of it
+        real = self._data.index_select(0, self._order[i * b + lo:i * b + hi])
+        clock, s = self.clock, self.steps
+        clock.at(s, lo, hi, 0)
+        fake = self.g.forward(self._latent(size)[lo:hi])
+        lr, t, share = learning_rate(self.plan, s), s + 1, parallel.share(hi - lo, size, self.world)
+        l_real = self.d.forward(real)
+        clock.at(s, lo, hi, 1)
+        l_fake = self.d.forward(fake.detach())
         d_loss = bce(l_real, 1.0) + bce(l_fake, 0.0)
-        self.d.apply(d_loss, lr, t)
+        self.d.apply(d_loss * share, lr, t)
+        clock.at(s, lo, hi, 2)
         g_loss = bce(self.d.net(fake), 1.0)
-        self.g.apply(g_loss, lr, t)
+        self.g.apply(g_loss * share, lr, t)
         with torch.no_grad():
             values = torch.stack([d_loss, g_loss, torch.sigmoid(l_real).mean(), torch.sigmoid(l_fake).mean()])
-        self.log.record(values, real.shape[0], self.steps)
+        self.log.record(values if hi > lo else torch.zeros_like(values), hi - lo, s)
         self.steps += 1
 
     def pull(self) -> dict:
-        sums, samples, bad_step, bad_row = self.log.pull()  # the one sync
+        sums, samples, bad_step, bad_row = parallel.reduce_log(self.world, self.log.pull(), self.device)  # the one sync
         out = {name: float(sums[k]) / max(samples, 1) for k, name in enumerate(METRICS)}
         bad_value = None
         if bad_row is not None:

@@ -10,8 +10,13 @@ first step whose loss was not finite.
 The train forward runs on logits when the plan fuses the loss with the final
 softmax/sigmoid: that activation is left out of this trainer's network (the
 canonical weights are unaffected), and evaluation uses the same network and
-loss. Dropout draws from a torch.Generator seeded from (seed, epoch), so a run
-resumed at an epoch boundary repeats the uninterrupted run's masks exactly.
+loss. Dropout masks come from specc.noise at (seed, layer, global step,
+sample), so a resumed run repeats the uninterrupted run's masks exactly and
+they do not depend on the number of devices.
+
+On several devices (`world`, one process each: parallel.py) each rank takes
+its rows of the same global batch, its loss weighted by its share under DDP;
+`pull` and `evaluate` add up the ranks' sums.
 
 An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
 is the clean batch, and the model sees it with Gaussian noise of
@@ -31,14 +36,16 @@ from torch import nn
 
 from specc.backend import BackendError
 from specc.catalogue import ACTIVATION_LAYERS
+from specc.distributed import SINGLE, World
 from specc.ir import Model
 from specc.noise import STREAM_INPUT_NOISE
 from specc.plan import EVAL_NOISE_STREAM, Plan, learning_rate
 
-from . import convert
+from . import convert, parallel
 from .layers import Net, build_net
 from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
+from .parallel import SeededDropout  # noqa: F401 - the trainer's dropout, named here since before
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -54,25 +61,6 @@ def device_of(device: str) -> torch.device:
     raise BackendError(f"unknown device '{device}' for the torch backend; use cpu or gpu")
 
 
-class SeededDropout(nn.Module):
-    """Dropout (Keras's: kept values scaled by 1/(1-rate)) drawing its masks
-    from the trainer's generator instead of torch's global one."""
-
-    def __init__(self, rate: float, generator: torch.Generator):
-        super().__init__()
-        self.rate, self.generator = float(rate), generator
-
-    def forward(self, x):
-        if not self.training or self.rate == 0.0:
-            return x
-        keep = 1.0 - self.rate
-        mask = torch.empty_like(x).bernoulli_(keep, generator=self.generator)
-        return x * mask * (1.0 / keep)
-
-    def extra_repr(self) -> str:
-        return f"rate={self.rate}, seeded"
-
-
 def _strip_final_activation(net: Net, model: Model) -> None:
     i = model.final_activation_index()
     name = list(net._modules)[i]
@@ -83,12 +71,6 @@ def _strip_final_activation(net: Net, model: Model) -> None:
         module.act = None
     else:  # Model.final_activation names an activation this layer cannot hold
         raise AssertionError(f"cannot leave out the final activation of {model.layers[i].name}")
-
-
-def epoch_seed(seed: int, epoch: int) -> int:
-    """The dropout generator's seed for one epoch (independent of the data order's stream)."""
-    state = np.random.SeedSequence([int(seed) % 2**64, int(epoch) % 2**64, 0x5EC0]).generate_state(2, np.uint32)
-    return int(state[0]) << 32 | int(state[1])
 
 
 class Split:
@@ -104,18 +86,19 @@ class Split:
 class Trainer:
     """specc.recipes.supervised's Trainer protocol for one model and plan on one device."""
 
-    def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu"):
-        self.model, self.plan = model, plan
+    def __init__(self, model: Model, plan: Plan, weights: Mapping[str, np.ndarray], device: str = "cpu",
+                 world: World = SINGLE):
+        self.model, self.plan, self.world = model, plan, world
         self.device = device_of(device)
         net = build_net(model)
         net.load_state_dict(convert.to_native(model, weights), strict=True)
-        self.generator = torch.Generator(device=self.device)
-        for name, module in list(net._modules.items()):
-            if isinstance(module, nn.Dropout):
-                net._modules[name] = SeededDropout(module.p, self.generator)
+        self.clock = parallel.DropoutClock(plan.seed, plan.batch)
+        parallel.seeded_dropout(net, self.clock)
+        parallel.global_batch_norm(net, world)
         if plan.fused:
             _strip_final_activation(net, model)
-        self.net = net.to(self.device).train()
+        self.net = net.to(self.device).train()  # the module itself: weights, evaluation
+        self.forward = parallel.data_parallel(self.net, world)  # what a train step calls
         self.logits = plan.logits
         self.named_params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
@@ -129,7 +112,8 @@ class Trainer:
         self._losses = torch.zeros(spe, dtype=torch.float32, device=self.device)
         self._hits = torch.zeros(spe, dtype=torch.float32, device=self.device)
         self._sizes: torch.Tensor | None = None  # samples in each step of an epoch, on the device
-        self._sizes_host: list[int] = []
+        self._sizes_host: list[int] = []  # the global batches' sizes
+        self._rows: list[tuple[int, int]] = []  # this rank's rows [lo, hi) of each
         self._sizes_n = -1  # the epoch length they were made for
         self._carry = torch.zeros(4, dtype=torch.float64, device=self.device)  # see _window
         self._carry_samples = 0
@@ -167,11 +151,11 @@ class Trainer:
         self._order = torch.from_numpy(np.ascontiguousarray(order, dtype=np.int64)).to(self.device)
         self._epoch = epoch
         self._first = self._next = 0
-        self.generator.manual_seed(epoch_seed(self.plan.seed, epoch))
         if self._sizes_n != len(order):
             b, n = self.plan.batch, len(order)
             sizes = [min(b, n - i * b) for i in range(self.plan.steps_per_epoch)]
-            self._sizes = torch.tensor(sizes, dtype=torch.float64, device=self.device)
+            self._rows = parallel.rows(sizes, self.world)
+            self._sizes = torch.tensor([hi - lo for lo, hi in self._rows], dtype=torch.float64, device=self.device)
             self._sizes_host, self._sizes_n = sizes, n
 
     # ------------------------------------------------------------ losses and hits
@@ -222,21 +206,22 @@ class Trainer:
     # ------------------------------------------------------------ training
 
     def step(self, i: int) -> None:
-        b = self.plan.batch
-        idx = self._order[i * b:(i + 1) * b]
+        b, (lo, hi) = self.plan.batch, self._rows[i]
+        idx = self._order[i * b + lo:i * b + hi]  # this rank's rows of global batch i
         data = self._data
+        self.clock.at(self._epoch * self.plan.steps_per_epoch + i, lo, hi)
         xb = data.x.index_select(0, idx)
         if self.plan.reconstruct:  # the target is the clean input; the model sees it noisy
             yb = xb
             if self.plan.input_noise:
-                xb = xb + self.plan.input_noise * gaussian(self.plan.seed, STREAM_INPUT_NOISE, self.updates,
-                                                           xb.shape, self.device)
+                noise = gaussian(self.plan.seed, STREAM_INPUT_NOISE, self.updates, (hi, *xb.shape[1:]), self.device)
+                xb = xb + self.plan.input_noise * noise[lo:]  # rows lo..hi of the global batch's noise
         else:
             yb = data.y.index_select(0, idx)
-        out = self.net(xb)
-        loss = self._loss_fn(out, yb)
+        out = self.forward(xb)
+        loss = self._loss_fn(out, yb) if hi > lo else out.sum() * 0.0  # no rows here: DDP still needs gradients
         self.optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss * parallel.share(hi - lo, self._sizes_host[i], self.world)).backward()
         self.update.prepare(learning_rate(self.plan, self._epoch * self.plan.steps_per_epoch + i), self.updates + 1)
         self.optimizer.step()
         self.updates += 1
@@ -273,7 +258,8 @@ class Trainer:
 
     def pull(self) -> dict:
         self._fold()
-        (loss_sum, hits, bad, bad_loss), n = self._carry.tolist(), self._carry_samples  # the one sync
+        carry = parallel.reduce_window(self.world, self._carry)
+        (loss_sum, hits, bad, bad_loss), n = carry.tolist(), self._carry_samples  # the one sync
         self._carry = torch.zeros(4, dtype=torch.float64, device=self.device)
         self._carry_samples = 0
         samples = max(n, 1)
@@ -292,15 +278,16 @@ class Trainer:
         net.eval()
         total = torch.zeros(2, dtype=torch.float64, device=self.device)
         n = len(data)
+        (lo, hi), = parallel.rows([n], self.world)  # each rank evaluates its part
         try:
             with torch.inference_mode():
-                for s in range(0, n, batch):
-                    xb, yb = self._eval_batch(data, s, batch)
+                for s in range(lo, hi, batch):
+                    xb, yb = self._eval_batch(data, s, min(batch, hi - s))
                     out = net(xb)
                     total[0] += self._loss_fn(out, yb).double() * xb.shape[0]
                     if self._hits_fn is not None:
                         total[1] += self._hits_fn(out, yb).double()
-                loss, hits = total.tolist()
+            loss, hits = parallel.all_sum(self.world, total).tolist()
         finally:
             net.train()
         n = max(n, 1)
