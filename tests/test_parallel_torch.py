@@ -80,6 +80,24 @@ train cnn {
 }
 """
 
+AUTOENCODER = """
+model ae {
+    input [16]
+    Dense(8, activation=relu)
+    Dropout(0.1)
+    Dense(16)
+}
+train ae {
+    recipe    = autoencoder(noise=0.2)
+    data      = synthetic(samples=200, validation_split=0.2)
+    loss      = mse
+    optimizer = adam(lr=3e-3)
+    batch     = 16
+    epochs    = 2
+    seed      = 1
+}
+"""
+
 GAN = """
 model generator {
     input [8]
@@ -228,6 +246,14 @@ def _initial_moving(key: str) -> float:
     return 0.0 if key.endswith("moving_mean") else 1.0
 
 
+def test_denoising_autoencoder_on_two_workers_gives_one_devices_weights(work):
+    spec = _spec(work, AUTOENCODER, "ae")
+    one = _train(spec, work / "ae-1", 1, "--limit", "150")  # the input noise of each global row, split 3/3 at the end
+    two = _train(spec, work / "ae-2", 2, "--limit", "150")
+    _assert_close(_weights(one), _weights(two))
+    assert _result(two)["test_loss"] == pytest.approx(_result(one)["test_loss"], rel=1e-5)
+
+
 def test_torchrun_without_devices_takes_the_world_from_its_environment(work, mlp_one):
     out = work / "mlp-torchrun"
     cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc-per-node", "2",
@@ -345,6 +371,19 @@ def test_a_workers_error_file_names_its_rank_and_keeps_the_hint(tmp_path, monkey
     assert err.hint == "use a smaller --batch"
     killed = failure(3, None, exitcode=-9)
     assert L._failure({3: killed}).message == "worker rank 3 failed: killed by signal 9 (SIGKILL)"
+
+
+def test_a_worker_that_only_lost_its_peer_says_so_in_one_line(monkeypatch):
+    gloo = RuntimeError("[../gloo/transport/tcp/pair.cc:537] Read error [127.0.0.1]:35038: Connection reset by peer. "
+                        "This is typically caused by a remote worker hanging")
+    monkeypatch.delenv("RANK", raising=False)
+    assert L.lost_peer(gloo) is None  # not a worker
+    monkeypatch.setenv("RANK", "0")
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    err = L.lost_peer(gloo)
+    assert err.message == "worker rank 0 stopped: another worker left the run (connection reset by peer)"
+    assert L._peer_lost(err.render())  # the launcher never names it the cause
+    assert L.lost_peer(RuntimeError("mat1 and mat2 shapes cannot be multiplied")) is None
 
 
 def test_record_worker_error_outside_a_worker_does_nothing(monkeypatch, tmp_path):

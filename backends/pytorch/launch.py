@@ -23,12 +23,13 @@ import tempfile
 import time
 import uuid
 
-from specc.distributed import DistributedError, check_devices
+from specc.distributed import DistributedError, check_devices, torch_worker_env
 
 # Messages of a worker that only lost contact with a peer that failed first
-# (gloo's and NCCL's words for a closed connection): never the root cause.
+# (gloo's and NCCL's words for a closed connection, and lost_peer's): never the root cause.
+LEFT = "another worker left the run"
 PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
-             "read error", "lost contact")
+             "read error", "remote process exited", "ncclremoteerror", "communicator was aborted", LEFT)
 SHUTDOWN_S = 5  # a stopped worker gets this long between SIGTERM and SIGKILL
 QUIET_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
 
@@ -45,6 +46,19 @@ def record_worker_error(message: str) -> None:
     with contextlib.suppress(OSError):
         with open(path, "w") as fp:
             json.dump(data, fp)
+
+
+def lost_peer(err: BaseException) -> DistributedError | None:
+    """In a worker: a collective's error because a peer went away (another
+    worker failed first, and the launcher reports that one) as one line that
+    is not a bug report; None for any other error."""
+    if torch_worker_env() is None or not isinstance(err, RuntimeError):
+        return None
+    low = str(err).lower()
+    words = next((w for w in PEER_LOST if w in low), None)
+    if words is None:
+        return None
+    return DistributedError(f"worker rank {os.environ.get('RANK')} stopped: {LEFT} ({words})")
 
 
 def launch(argv: list[str], devices: int, device: str = "cpu") -> int:
