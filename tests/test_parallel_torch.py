@@ -371,6 +371,18 @@ def test_a_workers_error_file_names_its_rank_and_keeps_the_hint(tmp_path, monkey
     assert err.hint == "use a smaller --batch"
     killed = failure(3, None, exitcode=-9)
     assert L._failure({3: killed}).message == "worker rank 3 failed: killed by signal 9 (SIGKILL)"
+    same = "specc: error: batch 33 does not split evenly over 2 devices\nhint: use --batch 32 or --batch 34"
+    err = L._failure({0: failure(0, same), 1: failure(1, same)})  # every rank's problem: no rank named
+    assert (err.message, err.hint) == ("batch 33 does not split evenly over 2 devices", "use --batch 32 or --batch 34")
+
+
+def test_a_worker_prints_its_error_only_under_torchrun(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCHELASTIC_ERROR_FILE", str(tmp_path / "error.json"))
+    monkeypatch.delenv(L.LAUNCHED, raising=False)
+    assert L.record_worker_error("specc: error: x") is False  # torchrun: the worker prints it
+    monkeypatch.setenv(L.LAUNCHED, "1")
+    assert L.record_worker_error("specc: error: x") is True  # specc's launch prints it once
+    assert json.loads((tmp_path / "error.json").read_text())["message"] == "specc: error: x"
 
 
 def test_a_worker_that_only_lost_its_peer_says_so_in_one_line(monkeypatch):
@@ -388,7 +400,7 @@ def test_a_worker_that_only_lost_its_peer_says_so_in_one_line(monkeypatch):
 
 def test_record_worker_error_outside_a_worker_does_nothing(monkeypatch, tmp_path):
     monkeypatch.delenv("TORCHELASTIC_ERROR_FILE", raising=False)
-    L.record_worker_error("specc: error: x")  # no file, no exception
+    assert L.record_worker_error("specc: error: x") is False  # no file, no exception
     assert not list(tmp_path.iterdir())
 
 

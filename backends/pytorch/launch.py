@@ -9,7 +9,10 @@ environment (RANK, WORLD_SIZE, LOCAL_RANK, MASTER_ADDR, ...), from which
 that fails ends the run, the agent stops the others (SIGTERM, then SIGKILL),
 and `launch` raises one DistributedError naming the rank and its error. A
 worker leaves that error where the agent reads it (`record_worker_error`,
-TORCHELASTIC_ERROR_FILE, in the JSON of torch's ProcessFailure).
+TORCHELASTIC_ERROR_FILE, in the JSON of torch's ProcessFailure) and, in a
+run `launch` started (SPECC_LAUNCHED=1), prints nothing itself: the user
+sees one error line. A worker whose collective failed because a peer died
+says so (`lost_peer`) and is never named as the cause.
 """
 
 from __future__ import annotations
@@ -30,22 +33,28 @@ from specc.distributed import DistributedError, check_devices, torch_worker_env
 LEFT = "another worker left the run"
 PEER_LOST = ("connection closed by peer", "connection reset by peer", "broken pipe", "socket closed",
              "read error", "remote process exited", "ncclremoteerror", "communicator was aborted", LEFT)
+LAUNCHED = "SPECC_LAUNCHED"  # set in the workers of `launch`: their errors are the parent's to print
 SHUTDOWN_S = 5  # a stopped worker gets this long between SIGTERM and SIGKILL
 QUIET_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
 
 
-def record_worker_error(message: str) -> None:
+def record_worker_error(message: str) -> bool:
     """In a worker: write this rank's error (the CLI's rendered message) to
-    TORCHELASTIC_ERROR_FILE for the launcher. A no-op outside a worker."""
+    TORCHELASTIC_ERROR_FILE for the launcher. True when the worker should not
+    print it: specc's `launch` prints the run's one error line itself (under
+    torchrun every worker prints its own). A no-op outside a worker."""
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
-        return
+        return False
     now = time.time()
     data = {"message": message, "timestamp": int(now),
             "specc": {"time": now, "rank": os.environ.get("RANK")}}  # sub-second order of failures
-    with contextlib.suppress(OSError):
+    try:
         with open(path, "w") as fp:
             json.dump(data, fp)
+    except OSError:
+        return False
+    return os.environ.get(LAUNCHED) == "1"
 
 
 def lost_peer(err: BaseException) -> DistributedError | None:
@@ -72,7 +81,7 @@ def launch(argv: list[str], devices: int, device: str = "cpu") -> int:
     devices = check_devices(devices)
     if device in ("gpu", "cuda"):
         _check_gpus(devices)
-    with tempfile.TemporaryDirectory(prefix="specc-launch-") as logs, _quiet():
+    with tempfile.TemporaryDirectory(prefix="specc-launch-") as logs, _quiet(), _worker_env(LAUNCHED, "1"):
         config = LaunchConfig(
             min_nodes=1, max_nodes=1, nproc_per_node=devices, run_id=f"specc-{uuid.uuid4().hex[:12]}",
             rdzv_backend="c10d", rdzv_endpoint="localhost:0",  # port 0: the OS picks a free one
@@ -94,6 +103,20 @@ def _check_gpus(devices: int) -> None:
     if have < devices:
         raise DistributedError(f"--devices {devices} --device gpu needs {devices} GPUs; torch sees {have}",
                                f"use --devices {have}" if have > 1 else "use --device cpu")
+
+
+@contextlib.contextmanager
+def _worker_env(key: str, value: str):
+    """`key` set for the workers, which inherit this process's environment."""
+    saved = os.environ.get(key)
+    os.environ[key] = value
+    try:
+        yield
+    finally:
+        if saved is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = saved
 
 
 @contextlib.contextmanager
@@ -121,6 +144,8 @@ def _failure(failures: dict) -> DistributedError:
 
     rank, failure = min(failures.items(), key=key)
     message, hint = _split(_text(failure))
+    if len(failures) > 1 and all(_split(_text(f)) == (message, hint) for f in failures.values()) and message:
+        return DistributedError(message, hint)  # every worker found the same problem: not a rank's
     if not message:
         message = f"exited with status {failure.exitcode}"
     others = sorted(r for r in failures if r != rank)
