@@ -322,7 +322,7 @@ def _children(pid: int) -> list[int]:
 def test_a_killed_worker_ends_the_run_naming_its_rank_and_the_run_resumes_on_one_device(work):
     spec = _spec(work, MLP, "mlp")
     out = work / "killed"
-    epochs = ["--limit", "640", "--epochs", "12"]
+    epochs = ["--limit", "480", "--epochs", "8"]
     proc = subprocess.Popen([sys.executable, "-m", "specc", "train", spec, "--backend", "torch", "--devices", "2",
                              "--quiet", "--out", str(out), *epochs], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, env=_env())
