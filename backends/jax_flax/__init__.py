@@ -47,6 +47,7 @@ from specc import ir  # noqa: E402
 
 from .convert import from_native, params_to_canonical, to_native  # noqa: E402
 from .layers import LOWER, SpeccModule, output_activation  # noqa: E402
+from .parallel import start_world  # noqa: E402
 
 __all__ = [
     "LOWER",
@@ -59,6 +60,7 @@ __all__ = [
     "gradients",
     "output_activation",
     "run",
+    "start_world",
     "to_native",
 ]
 
@@ -167,16 +169,21 @@ def gradients(model: ir.Model, weights: Mapping[str, np.ndarray], x, target, los
     return float(value), params_to_canonical(model, grads)
 
 
-def trainer(model: ir.Model, plan, weights, device: str = "cpu"):
-    """The compiled train and eval steps for specc.runner (see `train`)."""
+def trainer(model: ir.Model, plan, weights, device: str = "cpu", world=None):
+    """The compiled train and eval steps for specc.runner (see `train`);
+    `world` (specc.distributed.World): data parallel over its devices."""
+    from specc.distributed import SINGLE
+
     from .train import Trainer
 
-    return Trainer(model, plan, weights, device)
+    return Trainer(model, plan, weights, device, world or SINGLE)
 
 
 def gan_trainer(generator: ir.Model, discriminator: ir.Model, plan, g_weights, d_weights, latent: int,
-                device: str = "cpu"):
+                device: str = "cpu", world=None):
     """The GAN recipe's trainer: one jitted D-then-G step (see `gan`)."""
+    from specc.distributed import SINGLE
+
     from .gan import GanTrainer
 
-    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device)
+    return GanTrainer(generator, discriminator, plan, g_weights, d_weights, latent, device, world or SINGLE)

@@ -27,11 +27,17 @@ step's noise. Metrics (sums weighted by batch size and the first step whose
 losses were not finite) accumulate in the donated carry: `pull` is the only
 host sync. Dropout masks come from jax.random folded with the step (they do
 not match PyTorch's, as in the supervised trainers).
+
+Data parallel (a World of several devices): the same step over a mesh
+(parallel.Placement), the real batch and the latent batch split by rows,
+everything else replicated; `generate` runs on this process's first device
+only, so the chief draws its pictures without the other processes.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 from typing import Any, Mapping
 
@@ -42,13 +48,15 @@ import optax
 from jax import lax
 
 from specc import ir
+from specc.distributed import SINGLE, World
 from specc.noise import STREAM_LATENT
 from specc.plan import Plan
 
 from .. import gan_pair
 from . import apply_fn, from_native, opt_state, to_native
 from .noise import gaussian
-from .train import _device, _nonfinite_name, make_optimizer
+from .parallel import Placement
+from .train import _nonfinite_name, make_optimizer
 
 GENERATE_BATCH = 512  # generate() runs G in chunks of this many latent vectors
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -82,20 +90,21 @@ class StepFunctions:
         self.optimizer = make_optimizer(plan)
         self.key = jax.random.key(plan.seed)
         self.infer = jax.jit(lambda variables, z: self.g_apply(variables, z, False)[0])
-        self._compiled: dict[tuple, Any] = {}  # (batch size, shapes, device) -> executable
+        self._compiled: dict[tuple, Any] = {}  # (batch size, shapes, placement) -> executable
 
-    def compiled(self, carry, x_all, order, size: int):
+    def compiled(self, carry, x_all, order, size: int, place: Placement):
         """The step for batches of `size`, compiled ahead of time (never inside timed steps)."""
-        key = (size, x_all.shape, order.shape, str(next(iter(x_all.devices()))))
+        key = (size, x_all.shape, order.shape, x_all.sharding)
         if key not in self._compiled:
-            jitted = jax.jit(self.train, static_argnums=(4,), donate_argnums=(0,))
+            jitted = jax.jit(functools.partial(self.train, place=place), static_argnums=(4,), donate_argnums=(0,))
             self._compiled[key] = jitted.lower(carry, x_all, order, jnp.int32(0), size).compile()
         return self._compiled[key]
 
-    def train(self, carry, x_all, order, start, size: int):
-        real = jnp.take(x_all, lax.dynamic_slice_in_dim(order, start, size), axis=0)
+    def train(self, carry, x_all, order, start, size: int, place: Placement):
+        split = place.split_rows  # on a mesh: each device takes its rows of the real and latent batches
+        real = split(jnp.take(x_all, split(lax.dynamic_slice_in_dim(order, start, size)), axis=0))
         step = carry["step"]
-        z = gaussian(self.seed, STREAM_LATENT, step, (size, self.latent))
+        z = split(gaussian(self.seed, STREAM_LATENT, step, (size, self.latent)))
         rngs = jax.random.split(jax.random.fold_in(self.key, step), 4)
         g, d = carry["generator"], carry["discriminator"]
 
@@ -112,13 +121,13 @@ class StepFunctions:
         (g_loss, d_stats), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
         (g_grads,) = pull_back(fake_grad)
         g_updates, g_opt = self.optimizer.update(g_grads, g["opt"], g["params"])
-        return {
+        return place.keep_replicated({
             "generator": {"params": optax.apply_updates(g["params"], g_updates),
                           "batch_stats": _stats(g_stats, g["batch_stats"]), "opt": g_opt},
             "discriminator": {"params": d_params, "batch_stats": d_stats, "opt": d_opt},
             "metrics": _accumulate(carry["metrics"], {**d_metrics, "g_loss": g_loss}, step, size),
             "step": step + 1,
-        }
+        })
 
     def d_update(self, d: dict, real, fake, rngs):
         """One discriminator update on a real (label 1) and a fake (label 0) batch."""
@@ -150,33 +159,40 @@ def step_functions(generator: ir.Model, discriminator: ir.Model, plan: Plan, lat
 
 
 def _plan_dict(plan: Plan) -> dict:
-    return {f.name: (getattr(plan, f.name).to_dict() if isinstance(getattr(plan, f.name), ir.Call)
-                     else getattr(plan, f.name)) for f in dataclasses.fields(plan)}
+    """The plan as JSON-able values (the step cache's key)."""
+
+    def plain(value):
+        if isinstance(value, ir.Call):
+            return value.to_dict()
+        return dataclasses.asdict(value) if dataclasses.is_dataclass(value) else value
+
+    return {f.name: plain(getattr(plan, f.name)) for f in dataclasses.fields(plan)}
 
 
 class GanTrainer:
-    """specc.runner's GAN trainer protocol on one device (see the module docstring)."""
+    """specc.runner's GAN trainer protocol on one device or a mesh (see the module docstring)."""
 
     def __init__(self, generator: ir.Model, discriminator: ir.Model, plan: Plan, g_weights, d_weights,
-                 latent: int, device: str = "cpu"):
+                 latent: int, device: str = "cpu", world: World = SINGLE):
         gan_pair.check_gan_pair(generator, discriminator, latent)
         self.models = {"generator": generator, "discriminator": discriminator}
         self.plan, self.latent = plan, int(latent)
-        self.device = _device(device)
+        self.place = Placement(world, device)
+        self.device = self.place.device
         self.fns = step_functions(generator, discriminator, plan, latent)
         self.carry = {"generator": self._model_state(generator, g_weights),
                       "discriminator": self._model_state(discriminator, d_weights),
-                      "metrics": jax.device_put(_zero_metrics(), self.device),
-                      "step": jax.device_put(jnp.zeros([], jnp.int32), self.device)}
+                      "metrics": self.place.put(_zero_metrics()),
+                      "step": self.place.put(jnp.zeros([], jnp.int32))}
         self._steps: dict[int, Any] = {}  # batch size -> this epoch's compiled step
         self._data = self._order = None
         self._full = 0
 
     def _model_state(self, model: ir.Model, weights) -> dict:
-        variables = jax.device_put(to_native(model, weights), self.device)
+        variables = self.place.put(to_native(model, weights))
         params = variables["params"]
         return {"params": params, "batch_stats": variables.get("batch_stats", {}),
-                "opt": jax.device_put(self.fns.optimizer.init(params), self.device)}
+                "opt": self.place.put(self.fns.optimizer.init(params))}
 
     # ------------------------------------------------------------ data
 
@@ -185,24 +201,26 @@ class GanTrainer:
         shape = tuple(self.models["discriminator"].input_shape)
         if x.shape[1:] != shape:
             raise ValueError(f"the discriminator takes images of shape {list(shape)}, got {list(x.shape[1:])}")
-        return jax.device_put(x, self.device)
+        return self.place.put(x)
 
     def begin_epoch(self, data, order: np.ndarray, epoch: int) -> None:
         self._data = data
-        self._order = jax.device_put(np.asarray(order, np.int32), self.device)
+        self._order = self.place.put(np.asarray(order, np.int32))
         n, b = len(order), self.plan.batch
         self._full = n // b
         sizes = ([b] if self._full else []) + ([n % b] if n % b else [])
-        self._steps = {size: self.fns.compiled(self.carry, data, self._order, size) for size in sizes}
+        self._steps = {size: self.fns.compiled(self.carry, data, self._order, size, self.place) for size in sizes}
 
     def step(self, i: int) -> None:
         b = self.plan.batch
         size = b if i < self._full else len(self._order) - i * b
-        self.carry = self._steps[size](self.carry, self._data, self._order, jnp.int32(i * b))
+        with self.place.guard:  # a dead peer process: one clean error
+            self.carry = self._steps[size](self.carry, self._data, self._order, jnp.int32(i * b))
 
     def pull(self) -> dict:
-        m = jax.device_get(self.carry["metrics"])
-        self.carry["metrics"] = jax.device_put(_zero_metrics(), self.device)
+        with self.place.guard:
+            m = self.place.fetch(self.carry["metrics"])
+        self.carry["metrics"] = self.place.put(_zero_metrics())
         samples, bad = int(m["samples"]), int(m["bad"])
         out = {name: float(m[name]) / max(samples, 1) for name in METRICS}
         return {**out, "samples": samples, "bad_step": bad,
@@ -214,7 +232,7 @@ class GanTrainer:
         """Inference-mode G(z) (BatchNorm on moving statistics), channels-first numpy."""
         z = np.asarray(z, np.float32).reshape(-1, self.latent)
         g = self.carry["generator"]
-        variables = {"params": g["params"], "batch_stats": g["batch_stats"]}
+        variables = self.place.local({"params": g["params"], "batch_stats": g["batch_stats"]})
         parts = [np.asarray(self.fns.infer(variables, z[s:s + GENERATE_BATCH]))
                  for s in range(0, len(z), GENERATE_BATCH)]
         shape = (0, *self.models["generator"].output_shape)
@@ -225,19 +243,19 @@ class GanTrainer:
     def get_weights(self) -> dict[str, dict[str, np.ndarray]]:
         out = {}
         for role, model in self.models.items():
-            state = jax.device_get(self.carry[role])
+            state = self.place.fetch(self.carry[role])
             out[role] = from_native(model, {"params": state["params"], "batch_stats": state["batch_stats"]})
         return out
 
     def set_weights(self, groups: Mapping[str, Mapping[str, np.ndarray]]) -> None:
         for role, model in self.models.items():
-            variables = jax.device_put(to_native(model, groups[role]), self.device)
+            variables = self.place.put(to_native(model, groups[role]))
             self.carry[role] = {**self.carry[role], "params": variables["params"],
                                 "batch_stats": variables.get("batch_stats", {})}
 
     def get_optimizer_state(self) -> dict[str, dict[str, np.ndarray]]:
         call = self.plan.optimizer
-        return {role: opt_state.to_canonical(model, call, self.carry[role]["opt"])
+        return {role: opt_state.to_canonical(model, call, self.place.fetch(self.carry[role]["opt"]))
                 for role, model in self.models.items()}
 
     def set_optimizer_state(self, groups: Mapping[str, Mapping[str, np.ndarray]]) -> None:
@@ -247,9 +265,9 @@ class GanTrainer:
         opts = {role: opt_state.from_canonical(model, call, groups[role], self.carry[role]["params"])
                 for role, model in self.models.items()}
         for role, opt in opts.items():
-            self.carry[role] = {**self.carry[role], "opt": jax.device_put(opt, self.device)}
+            self.carry[role] = {**self.carry[role], "opt": self.place.put(opt)}
         step = opt_state.step_count(call, groups["generator"])
-        self.carry["step"] = jax.device_put(jnp.asarray(step, jnp.int32), self.device)
+        self.carry["step"] = self.place.put(jnp.asarray(step, jnp.int32))
 
 
 def _accumulate(m: dict, values: dict, step, size: int) -> dict:

@@ -9,6 +9,10 @@ carry, donated to each step, so the loop never waits for the host; `pull` is
 the only sync. The last, partial batch has its own compiled step, compiled
 ahead of time at the first epoch so it never lands in timed steps.
 
+With a World of several devices the same step runs over a mesh
+(parallel.Placement): everything replicated, each batch split by rows, the
+gradients and BatchNorm's moments all-reduced by XLA.
+
 An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
 is the clean batch, and the model sees it with Gaussian noise of
 `plan.input_noise` added inside the compiled step, drawn from specc.noise at
@@ -27,28 +31,16 @@ import optax
 from jax import lax
 
 from specc import ir
-from specc.backend import BackendError
+from specc.distributed import SINGLE, World
 from specc.noise import STREAM_INPUT_NOISE
 from specc.plan import EVAL_NOISE_STREAM, Plan, check_optimizer_state, learning_rate, optimizer_slots, step_key
 
 from . import apply_fn, from_native, to_native
 from .convert import native_slot, params_to_canonical
 from .noise import gaussian
+from .parallel import Placement
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
-
-
-def _device(kind: str):
-    platform = "gpu" if kind == "gpu" else "cpu"
-    try:
-        devices = jax.devices(platform)
-    except RuntimeError:
-        devices = []
-    if not devices:
-        raise BackendError(f"no {platform.upper()} is visible to jax (jax sees: "
-                           f"{', '.join(d.platform for d in jax.devices())}); install jax with GPU support "
-                           f"(pip install 'jax[cuda12]') or use --device cpu")
-    return devices[0]
 
 
 # ---------------------------------------------------------------- optimisers
@@ -182,19 +174,20 @@ def _nonfinite_name(value: float) -> str:
 
 
 class Trainer:
-    def __init__(self, model: ir.Model, plan: Plan, weights, device: str = "cpu"):
+    def __init__(self, model: ir.Model, plan: Plan, weights, device: str = "cpu", world: World = SINGLE):
         self.model, self.plan = model, plan
-        self.device = _device(device)
+        self.place = Placement(world, device)  # one device, or a mesh of the world's devices
+        self.device = self.place.device
         self.apply = apply_fn(model, logits=plan.logits)
         self.optimizer = make_optimizer(plan)
-        variables = jax.device_put(to_native(model, weights), self.device)
+        variables = self.place.put(to_native(model, weights))
         params = variables["params"]
         self.carry = {
             "params": params,
             "batch_stats": variables.get("batch_stats", {}),
-            "opt": jax.device_put(self.optimizer.init(params), self.device),
-            "metrics": jax.device_put(_zero_metrics(), self.device),
-            "step": jax.device_put(jnp.zeros([], jnp.int32), self.device),
+            "opt": self.place.put(self.optimizer.init(params)),
+            "metrics": self.place.put(_zero_metrics()),
+            "step": self.place.put(jnp.zeros([], jnp.int32)),
         }
         self.key = jax.random.key(plan.seed)
         self.global_step = 0
@@ -207,12 +200,12 @@ class Trainer:
         """A split on the device; `y` None when the target is the input itself."""
         x_dtype = np.int32 if self.model.input_dtype == "int32" else np.float32
         y_dtype = np.int32 if self.plan.loss == "cross_entropy" else np.float32  # class ids
-        return (jax.device_put(np.asarray(x, x_dtype), self.device),
-                None if y is None else jax.device_put(np.asarray(y, y_dtype), self.device))
+        return (self.place.put(np.asarray(x, x_dtype)),
+                None if y is None else self.place.put(np.asarray(y, y_dtype)))
 
     def begin_epoch(self, data, order: np.ndarray, epoch: int) -> None:
         self._data = data
-        self._order = jax.device_put(np.asarray(order, np.int32), self.device)
+        self._order = self.place.put(np.asarray(order, np.int32))
         n, b = len(order), self.plan.batch
         self._full = n // b
         if n % b and (n % b) not in self._train_steps:
@@ -227,11 +220,12 @@ class Trainer:
 
     # -- the compiled step
     def _train(self, carry, x_all, y_all, order, start, size: int):
-        idx = lax.dynamic_slice_in_dim(order, start, size)
+        split = self.place.split_rows  # on a mesh: each device gathers and computes its rows
+        idx = split(lax.dynamic_slice_in_dim(order, start, size))
         if self.plan.reconstruct:
-            x, y = self._noisy_input(jnp.take(x_all, idx, axis=0), carry["step"])
+            x, y = self._noisy_input(split(jnp.take(x_all, idx, axis=0)), carry["step"])
         else:
-            x, y = jnp.take(x_all, idx, axis=0), jnp.take(y_all, idx, axis=0)
+            x, y = split(jnp.take(x_all, idx, axis=0)), split(jnp.take(y_all, idx, axis=0))
         rng = jax.random.fold_in(self.key, carry["step"])
         variables_stats = carry["batch_stats"]
 
@@ -253,8 +247,8 @@ class Trainer:
             "bad": jnp.where(first_bad, carry["step"], m["bad"]),
             "bad_loss": jnp.where(first_bad, loss, m["bad_loss"]),  # tells -inf from inf and NaN
         }
-        return {"params": params, "batch_stats": new_stats if new_stats else variables_stats, "opt": opt,
-                "metrics": metrics, "step": carry["step"] + 1}
+        return self.place.keep_replicated({"params": params, "batch_stats": new_stats if new_stats else variables_stats,
+                                           "opt": opt, "metrics": metrics, "step": carry["step"] + 1})
 
     def _noisy_input(self, x, step):
         """(what the model sees, the target) of an autoencoder's batch: the
@@ -268,15 +262,17 @@ class Trainer:
         size = b if i < self._full else len(self._order) - i * b
         x, y = self._data
         start = jnp.int32(i * b)
-        if size == b:
-            self.carry = self._train_steps[b](self.carry, x, y, self._order, start, b)
-        else:  # the ahead-of-time compiled step of the partial batch takes no static size
-            self.carry = self._train_steps[size](self.carry, x, y, self._order, start)
+        with self.place.guard:  # a dead peer process: one clean error
+            if size == b:
+                self.carry = self._train_steps[b](self.carry, x, y, self._order, start, b)
+            else:  # the ahead-of-time compiled step of the partial batch takes no static size
+                self.carry = self._train_steps[size](self.carry, x, y, self._order, start)
         self.global_step += 1
 
     def pull(self) -> dict:
-        m = jax.device_get(self.carry["metrics"])
-        self.carry["metrics"] = jax.device_put(_zero_metrics(), self.device)
+        with self.place.guard:
+            m = self.place.fetch(self.carry["metrics"])
+        self.carry["metrics"] = self.place.put(_zero_metrics())
         samples = int(m["samples"])
         bad = int(m["bad"])
         return {"loss": float(m["loss"]) / max(samples, 1),
@@ -285,6 +281,8 @@ class Trainer:
 
     # -- evaluation
     def _eval(self, sums, variables, x, y, start, size: int):
+        x = self.place.split_rows(x)
+        y = None if y is None else self.place.split_rows(y)
         if self.plan.reconstruct:  # noise fixed per sample: sample j draws at step j
             y = x
             if self.plan.input_noise:
@@ -292,29 +290,30 @@ class Trainer:
                 x = x + self.plan.input_noise * gaussian(self.plan.seed, EVAL_NOISE_STREAM, steps, x.shape[1:])
         out, _ = self.apply(variables, x, False, None)
         losses = per_sample_loss(self.plan, out, y)
-        return {"loss": sums["loss"] + jnp.sum(losses), "correct": sums["correct"] + correct_count(self.plan, out, y)}
+        return self.place.keep_replicated({"loss": sums["loss"] + jnp.sum(losses),
+                                           "correct": sums["correct"] + correct_count(self.plan, out, y)})
 
     def evaluate(self, data, batch: int) -> dict:
         x_all, y_all = data
         n = x_all.shape[0]
         variables = {"params": self.carry["params"], "batch_stats": self.carry["batch_stats"]}
-        sums = jax.device_put({"loss": jnp.zeros([], jnp.float32), "correct": jnp.zeros([], jnp.float32)},
-                              self.device)
-        for start in range(0, n, batch):
-            stop = min(start + batch, n)
-            y = None if y_all is None else y_all[start:stop]
-            sums = self._eval_step(sums, variables, x_all[start:stop], y, jnp.int32(start), stop - start)
-        sums = jax.device_get(sums)
+        sums = self.place.put({"loss": jnp.zeros([], jnp.float32), "correct": jnp.zeros([], jnp.float32)})
+        with self.place.guard:
+            for start in range(0, n, batch):
+                stop = min(start + batch, n)
+                y = None if y_all is None else y_all[start:stop]
+                sums = self._eval_step(sums, variables, x_all[start:stop], y, jnp.int32(start), stop - start)
+            sums = self.place.fetch(sums)
         return {"loss": float(sums["loss"]) / max(n, 1),
                 "accuracy": float(sums["correct"]) / max(n, 1) if self.plan.accuracy else None}
 
     # -- weights and state
     def get_weights(self) -> dict[str, np.ndarray]:
-        native = jax.device_get({"params": self.carry["params"], "batch_stats": self.carry["batch_stats"]})
+        native = self.place.fetch({"params": self.carry["params"], "batch_stats": self.carry["batch_stats"]})
         return from_native(self.model, native)
 
     def set_weights(self, weights) -> None:
-        variables = jax.device_put(to_native(self.model, weights), self.device)
+        variables = self.place.put(to_native(self.model, weights))
         self.carry["params"] = variables["params"]
         self.carry["batch_stats"] = variables.get("batch_stats", {})
 
@@ -322,7 +321,7 @@ class Trainer:
         """Canonical state (specc.plan.optimizer_state_shapes): each slot tree
         has the params' structure, already in canonical layout, so it is only
         renamed, like the weights."""
-        opt = jax.device_get(self.carry["opt"])
+        opt = self.place.fetch(self.carry["opt"])
         name = self.plan.optimizer.name
         state = {step_key(self.plan.optimizer): np.asarray(opt["count"], np.int64)}
         for slot in optimizer_slots(self.plan.optimizer):
@@ -343,9 +342,9 @@ class Trainer:
         params_tree = jax.tree.structure(self.carry["params"])
         if any(jax.tree.structure(opt[slot]) != params_tree for slot in optimizer_slots(self.plan.optimizer)):
             raise AssertionError("the canonical optimiser slots do not rebuild the params tree")
-        self.carry["opt"] = jax.device_put(opt, self.device)
+        self.carry["opt"] = self.place.put(opt)
         self.global_step = step
-        self.carry["step"] = jax.device_put(jnp.asarray(step, jnp.int32), self.device)
+        self.carry["step"] = self.place.put(jnp.asarray(step, jnp.int32))
 
 
 def _canonical_to_params(model: ir.Model, arrays: dict[str, np.ndarray]) -> dict:
@@ -361,8 +360,8 @@ def _canonical_to_params(model: ir.Model, arrays: dict[str, np.ndarray]) -> dict
     return tree
 
 
-def trainer(model: ir.Model, plan: Plan, weights, device: str = "cpu") -> Trainer:
-    return Trainer(model, plan, weights, device)
+def trainer(model: ir.Model, plan: Plan, weights, device: str = "cpu", world: World = SINGLE) -> Trainer:
+    return Trainer(model, plan, weights, device, world)
 
 
 __all__ = ["Trainer", "correct_count", "make_optimizer", "per_sample_loss", "trainer"]
