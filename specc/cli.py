@@ -132,8 +132,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return args.run(args)
     except SpecError as err:
-        _record_worker_error(err.render())
-        print(err.render(), file=sys.stderr)
+        if not _record_worker_error(err.render()):
+            print(err.render(), file=sys.stderr)
         return EXIT_DIAGNOSTICS
     except _Usage as err:
         print(f"specc: error: {err}", file=sys.stderr)
@@ -152,28 +152,41 @@ def _report(err: Exception) -> int:
     """Print any other exception as one error line; returns the exit status."""
     user = _as_user_error(err)
     if user is not None:
-        _record_worker_error(user.render())
-        print(user.render(), file=sys.stderr)
+        if not _record_worker_error(user.render()):
+            print(user.render(), file=sys.stderr)
         return EXIT_DIAGNOSTICS
     if os.environ.get("SPECC_DEBUG") == "1":
         import traceback
 
         traceback.print_exception(err, file=sys.stderr)
     detail = str(err).strip().splitlines()
-    _record_worker_error(f"internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else ""))
+    if _record_worker_error(f"internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else "")):
+        return EXIT_INTERNAL  # the launching process reports it
     print(f"specc: internal error: {type(err).__name__}" + (f": {detail[0]}" if detail else ""), file=sys.stderr)
     print("hint: this is a bug in specc; please report it with the command you ran "
           "(set SPECC_DEBUG=1 to see the traceback)", file=sys.stderr)
     return EXIT_INTERNAL
 
 
-def _record_worker_error(message: str) -> None:
+def _record_worker_error(message: str) -> bool:
     """In a worker of torch's elastic launcher, leave the error where the
-    launcher reads it, so the run's one message names this rank's error."""
-    if os.environ.get("TORCHELASTIC_ERROR_FILE"):
-        from .backends.pytorch.launch import record_worker_error
+    launcher reads it, so the run's one message names this rank's error.
+    True when the launching process prints it (this worker must not)."""
+    if not os.environ.get("TORCHELASTIC_ERROR_FILE"):
+        return False
+    from .backends.pytorch.launch import record_worker_error
 
-        record_worker_error(message)
+    return record_worker_error(message)
+
+
+def _lost_peer(err: Exception) -> UserError | None:
+    """A torch worker's collective that failed because another worker died
+    first: one line, not a bug report."""
+    if "RANK" not in os.environ or "torch" not in sys.modules:
+        return None
+    from .backends.pytorch.launch import lost_peer
+
+    return lost_peer(err)
 
 
 def _as_user_error(err: Exception) -> UserError | None:
@@ -182,6 +195,9 @@ def _as_user_error(err: Exception) -> UserError | None:
     are the user's to fix."""
     if isinstance(err, UserError):
         return err
+    peer = _lost_peer(err)
+    if peer is not None:
+        return peer
     if isinstance(err, MemoryError) or _device_out_of_memory(err):
         return UserError("out of memory" + (f" ({_first_line(err)})" if _first_line(err) else ""),
                          "use a smaller --batch, or --limit the training samples")

@@ -107,7 +107,7 @@ def cmd_train(args) -> int:
     except Interrupted as err:  # not a mistake: the message is how to resume
         print(f"specc: {err}", file=sys.stderr)
         return 130
-    if args.quiet:
+    if args.quiet and run.chief:
         print(json.dumps(run.result))
     return 0
 
@@ -115,14 +115,12 @@ def cmd_train(args) -> int:
 def _launch_torch_workers(args, opts) -> int:
     """`--backend torch --devices N`: N worker processes through torch's
     elastic launcher, as `torchrun --nproc_per_node N` starts them; each runs
-    this command again as one rank. The spec and the flags are checked here
-    first, so a mistake is reported once, not by every worker."""
-    from . import load
+    this command again as one rank. The spec, the flags and the batch are
+    checked here first, so a mistake is reported once, not by every worker."""
     from .backend import get
-    from .validate import validate_options
+    from .runner import check_launch
 
-    validate_options(opts)
-    load(args.file)
+    check_launch(args.file, args.model, opts)
     return get("torch").launch(args.argv, devices=args.devices, device=args.device)
 
 

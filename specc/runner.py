@@ -65,6 +65,7 @@ class RunResult:
     result: dict
     history: list[dict]
     weights: dict[str, np.ndarray]  # the train block's model's (a GAN's generator)
+    chief: bool = True  # False in the other processes of a data-parallel run (they wrote nothing)
 
 
 def apply_overrides(train: Train, opts: Options) -> Train:
@@ -164,6 +165,21 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     return _finish(recipe, outcome, run_dir, view, opts, spec_path, start.backends, len(dataset.x_train), world)
 
 
+def check_launch(spec_path: str, model_name: str | None, opts: Options) -> None:
+    """What can be checked before worker processes start, so that a mistake
+    is reported once rather than by every worker: the flags, the spec and
+    the global batch against the number of devices."""
+    from . import load
+    from .validate import validate_options
+
+    validate_options(opts)
+    program = load(spec_path)
+    if opts.resume:  # the batch is the resumed run's; each worker checks it
+        return
+    model, train = _pick(program, model_name, spec_path)
+    check_batch(apply_overrides(train, opts).batch, opts.devices)
+
+
 def start_world(opts: Options) -> World:
     """This process's place in the run, the backend's distributed runtime
     started (before any trainer or data is made)."""
@@ -218,7 +234,7 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
     if note:
         view.note(note)
     view.result(recipe.headline(result), result, run_dir.path)
-    return RunResult(run_dir.path, result, rows, weights)
+    return RunResult(run_dir.path, result, rows, weights, world.chief)
 
 
 def evaluate_weights(spec_path: str, model_name: str | None, weights_path: str, backend: str,

@@ -164,7 +164,7 @@ class GanRecipe:
         return {**described, **score(images, self.backend, self.range)}
 
     def headline(self, result: dict) -> dict:
-        return {"mnist_is": result["mnist_is"], "mnist_fid": result["mnist_fid"]}
+        return {"mnist_is": result.get("mnist_is"), "mnist_fid": result.get("mnist_fid")}  # the chief's only
 
     def save_weights(self, run_dir: Path, backend: str) -> Arrays:
         weights = self.trainer.get_weights()
