@@ -218,8 +218,7 @@ class GanTrainer:
             self.carry = self._steps[size](self.carry, self._data, self._order, jnp.int32(i * b))
 
     def pull(self) -> dict:
-        with self.place.guard:
-            m = self.place.fetch(self.carry["metrics"])
+        m = self.place.fetch(self.carry["metrics"])  # the only sync
         self.carry["metrics"] = self.place.put(_zero_metrics())
         samples, bad = int(m["samples"]), int(m["bad"])
         out = {name: float(m[name]) / max(samples, 1) for name in METRICS}

@@ -169,6 +169,16 @@ def _first_line(error: BaseException) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
+PEER_LOST = ("gloo", "connection reset", "heartbeat", "coordination service")  # in a dead peer's errors
+_leaving: list[bool] = []
+
+
+def _leave() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)  # the status of a UserError
+
+
 def lost_peer(error: BaseException, world: World) -> DistributedError:
     """A collective that failed because another process died, as a UserError.
     The process then leaves without jax's exit-time shutdown, which would
@@ -203,10 +213,6 @@ class Placement:
             self.replicated = NamedSharding(self.mesh, PartitionSpec())
             self.rows = NamedSharding(self.mesh, PartitionSpec(AXIS))
 
-    @property
-    def size(self) -> int:
-        return self.mesh.size if self.parallel else 1
-
     def put(self, tree):
         """Host or device values -> the run's arrays (replicated on a mesh; in
         several processes each passes the same values)."""
@@ -230,7 +236,8 @@ class Placement:
                 return np.asarray(leaf.addressable_data(0))
             return np.asarray(leaf)
 
-        return jax.tree.map(one, tree)
+        with self.guard:  # where a failed step's error surfaces
+            return jax.tree.map(one, tree)
 
     def local(self, tree):
         """Replicated arrays as arrays of this process's first device, for work
@@ -253,18 +260,6 @@ class Placement:
         if not self.parallel:
             return tree
         return jax.lax.with_sharding_constraint(tree, self.replicated)
-
-
-PEER_LOST = ("gloo", "connection reset", "heartbeat", "coordination service")
-
-
-_leaving: list[bool] = []
-
-
-def _leave() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)  # the status of a UserError
 
 
 class Guard:

@@ -270,8 +270,7 @@ class Trainer:
         self.global_step += 1
 
     def pull(self) -> dict:
-        with self.place.guard:
-            m = self.place.fetch(self.carry["metrics"])
+        m = self.place.fetch(self.carry["metrics"])  # the only sync
         self.carry["metrics"] = self.place.put(_zero_metrics())
         samples = int(m["samples"])
         bad = int(m["bad"])
