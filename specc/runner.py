@@ -183,11 +183,9 @@ def check_launch(spec_path: str, model_name: str | None, opts: Options) -> None:
 def start_world(opts: Options) -> World:
     """This process's place in the run, the backend's distributed runtime
     started (before any trainer or data is made)."""
-    start = getattr(backends.get(opts.backend), "start_world", None)
-    if start is None:  # TRANSITIONAL: until both backends export start_world
-        return World()
-    return start(devices=opts.devices, device=opts.device, coordinator=opts.coordinator,
-                 num_processes=opts.num_processes, process_id=opts.process_id)
+    return backends.get(opts.backend).start_world(devices=opts.devices, device=opts.device,
+                                                   coordinator=opts.coordinator, num_processes=opts.num_processes,
+                                                   process_id=opts.process_id)
 
 
 def _devices_text(world: World) -> str:
