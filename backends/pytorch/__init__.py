@@ -25,6 +25,7 @@ __all__ = ["LOWER", "Net", "build", "forward_train", "from_native", "gan_trainer
            "module_names", "run", "start_world", "to_native", "trainer"]
 
 LOSSES = ("mse", "mae")
+PRECISIONS = ("f32", "mixed")  # --precision: mixed is bf16 compute under autocast (train.py)
 
 
 def build(model: Model, weights: Mapping[str, np.ndarray] | None = None, seed: int = 0) -> Net:

@@ -33,6 +33,15 @@ batch and of its z; G and D each run under DDP with the losses weighted by
 the rank's share. G's loss goes through D's module itself, not D's DDP: that
 backward computes no D gradient, which D's DDP would wait for. `generate`
 needs no other rank (the chief alone draws pictures).
+
+Speed and precision as in the supervised trainer (train.py): channels_last
+for both networks' convolutions and the stored real images (`plan.speed`);
+torch.compile is not applied, the GAN step runs eagerly. "mixed" precision
+runs every forward of the step (and `generate`) under autocast to bfloat16,
+with float32 parameters, optimiser state, BatchNorm statistics and losses
+(the logits cast to float32). The D update ends one autocast region and G's
+loss starts another, so G's loss sees the updated D's weights, not the
+bf16 copies autocast cached before the update.
 """
 
 from __future__ import annotations
@@ -54,7 +63,8 @@ from .layers import build_net
 from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
 from .steplog import StepLog
-from .train import _strip_final_activation, device_of
+from .speed import Speed, SpeedOptions
+from .train import _strip_final_activation, device_of, f32_batch_norm, match_layout, precision_context
 
 GENERATE_BATCH = 512  # generate() runs G in chunks of this many latent vectors
 NOISE_BLOCK = 32  # steps of latent noise drawn in one call
@@ -74,6 +84,12 @@ class _Side:
         if logits and model.final_activation == "sigmoid":
             _strip_final_activation(net, model)
         self.net = net.to(device).train()  # the module itself: weights, generate, G's loss through D
+        # channels_last before DDP and the optimiser; no torch.compile for the GAN (it runs eagerly)
+        self.speed = Speed(self.net, SpeedOptions(channels_last=plan.speed.channels_last, compile=False), plan.batch)
+        if plan.speed.compile:
+            self.speed.compile_reason = "off (the GAN trainer runs eagerly)"
+        if plan.precision != "f32":
+            f32_batch_norm(self.net)
         self.forward = parallel.data_parallel(self.net, world)
         self.named_params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
@@ -106,6 +122,7 @@ class GanTrainer:
         self.d = _Side(discriminator, d_weights, plan, self.device, self.clock, self.g.next_slot, logits=True,
                        world=world)
         self.sides = {"generator": self.g, "discriminator": self.d}
+        self.autocast = precision_context(self.device, plan.precision)
         self.steps = 0  # GAN steps applied: each optimiser's update count, the noise counter
         self.log = StepLog(len(METRICS), 2, plan.steps_per_epoch, self.device)
         self._noise: torch.Tensor | None = None  # latent noise of steps [_noise_from, _noise_from + NOISE_BLOCK)
@@ -121,7 +138,7 @@ class GanTrainer:
         shape = tuple(self.d.model.input_shape)
         if x.shape[1:] != shape:
             raise ValueError(f"the discriminator takes images of shape {list(shape)}, got {list(x.shape[1:])}")
-        return torch.from_numpy(x).to(self.device)
+        return self.d.speed.data(torch.from_numpy(x).to(self.device))
 
     def begin_epoch(self, data: torch.Tensor, order: np.ndarray, epoch: int) -> None:
         self._data = data
@@ -143,18 +160,22 @@ class GanTrainer:
         b = self.plan.batch
         size = min(b, self._epoch_size - i * b)  # the global batch
         (lo, hi), = parallel.rows([size], self.world)  # this rank's rows of it
-        real = self._data.index_select(0, self._order[i * b + lo:i * b + hi])
+        real = self.d.speed.gather(self._data, self._order[i * b + lo:i * b + hi])
         clock, s = self.clock, self.steps
-        clock.at(s, lo, hi, 0)
-        fake = self.g.forward(self._latent(size)[lo:hi])
         lr, t, share = learning_rate(self.plan, s), s + 1, parallel.share(hi - lo, size, self.world)
-        l_real = self.d.forward(real)
-        clock.at(s, lo, hi, 1)
-        l_fake = self.d.forward(fake.detach())
+        with self.autocast():  # ends before D's update (autocast caches its casts of the weights)
+            clock.at(s, lo, hi, 0)
+            fake = self.g.forward(self._latent(size)[lo:hi])
+            l_real = self.d.forward(real)
+            clock.at(s, lo, hi, 1)
+            l_fake = self.d.forward(fake.detach())
+        l_real, l_fake = l_real.float(), l_fake.float()  # the losses in float32 (no-ops in f32)
         d_loss = bce(l_real, 1.0) + bce(l_fake, 0.0)
         self.d.apply(d_loss * share, lr, t)
         clock.at(s, lo, hi, 2)
-        g_loss = bce(self.d.net(fake), 1.0)
+        with self.autocast():
+            l_again = self.d.net(fake)
+        g_loss = bce(l_again.float(), 1.0)
         self.g.apply(g_loss * share, lr, t)
         with torch.no_grad():
             values = torch.stack([d_loss, g_loss, torch.sigmoid(l_real).mean(), torch.sigmoid(l_fake).mean()])
@@ -178,13 +199,18 @@ class GanTrainer:
         net = self.g.net
         net.eval()
         try:
-            with torch.inference_mode():
-                parts = [net(z[s:s + GENERATE_BATCH].to(self.device)).cpu().numpy()
+            with torch.inference_mode(), self.autocast():
+                parts = [net(z[s:s + GENERATE_BATCH].to(self.device)).float().cpu().numpy()
                          for s in range(0, len(z), GENERATE_BATCH)]
         finally:
             net.train()
         shape = (0, *self.g.model.output_shape)
         return np.ascontiguousarray(np.concatenate(parts), np.float32) if parts else np.zeros(shape, np.float32)
+
+    def describe_speed(self) -> str:
+        """The speed and precision settings in effect, in words."""
+        return (f"generator: {self.g.speed.describe()}; discriminator: {self.d.speed.describe()}; "
+                f"precision {self.plan.precision}")
 
     # ------------------------------------------------------------ weights and optimiser state
 
@@ -207,5 +233,6 @@ class GanTrainer:
         call = self.plan.optimizer
         for role, side in self.sides.items():
             restore_state(side.model, call, side.optimizer, side.named_params, groups[role])
+            match_layout(side.optimizer, side.params)
         self.steps = int(np.asarray(groups["generator"][step_key(call)]))
         self._noise = None  # drawn again from the restored step

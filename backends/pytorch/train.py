@@ -22,12 +22,26 @@ An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
 is the clean batch, and the model sees it with Gaussian noise of
 `plan.input_noise` drawn on the device from specc.noise at the optimiser step
 (evaluation: at each sample's index), the numbers the JAX trainer draws.
+
+Speed settings (`plan.speed`, speed.py) are applied before the optimiser is
+made: channels_last puts the convolutions' weights and the stored image
+splits in channels-last memory (batches are gathered keeping it), and
+`--compile` runs full training batches through torch.compile, on one device
+only (with DDP the step runs eagerly; `describe_speed` says so). Both change
+results by float rounding at most.
+
+Precision (`plan.precision`): "f32" runs everything in float32 as before;
+"mixed" runs the train and eval forwards under torch.autocast to bfloat16
+(matmuls and convolutions in bf16, and their backward), while parameters,
+gradients, optimiser state and BatchNorm statistics stay float32 and the
+loss is computed on the output cast to float32.
 """
 
 from __future__ import annotations
 
 import math
-from typing import Mapping
+from contextlib import nullcontext
+from typing import Callable, ContextManager, Mapping
 
 import numpy as np
 import torch
@@ -46,6 +60,7 @@ from .layers import Net, build_net
 from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
 from .parallel import SeededDropout  # noqa: F401 - the trainer's dropout, named here since before
+from .speed import Speed, SpeedOptions
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
 
@@ -73,6 +88,45 @@ def _strip_final_activation(net: Net, model: Model) -> None:
         raise AssertionError(f"cannot leave out the final activation of {model.layers[i].name}")
 
 
+def precision_context(device: torch.device, precision: str) -> Callable[[], ContextManager]:
+    """A factory of the context a forward runs in for `precision` (specc.plan.PRECISIONS):
+    nothing for "f32"; torch.autocast to bfloat16 on `device` for "mixed"
+    (parameters stay float32: autocast casts them for each matmul or
+    convolution, and their gradients come back in float32)."""
+    if precision == "f32":
+        return nullcontext
+    if precision == "mixed":
+        return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+    raise BackendError(f"the torch backend has no precision '{precision}'; use f32 or mixed")
+
+
+def _float_input(module: nn.Module, args: tuple) -> tuple:
+    return (args[0].float(), *args[1:])
+
+
+def f32_batch_norm(net: nn.Module) -> None:
+    """Under mixed precision, BatchNorm normalises and keeps its statistics in
+    float32 (its input cast up; autocast would leave it in bf16): the next
+    matmul or convolution takes its output back to bf16."""
+    from .modules import BatchNorm
+
+    for module in net.modules():
+        if isinstance(module, BatchNorm):
+            module.register_forward_pre_hook(_float_input)
+
+
+def make_speed(net: nn.Module, plan: Plan, world: World) -> Speed:
+    """The plan's speed settings applied to `net` (call it before the
+    optimiser is made and before DDP wraps the net). torch.compile is not
+    combined with DDP: a data-parallel step runs eagerly."""
+    choices = plan.speed
+    compile_ = choices.compile and not world.parallel
+    speed = Speed(net, SpeedOptions(channels_last=choices.channels_last, compile=compile_), plan.batch)
+    if choices.compile and world.parallel:
+        speed.compile_reason = "off (not combined with data parallelism: DDP steps run eagerly)"
+    return speed
+
+
 class Split:
     """A data split on the device."""
 
@@ -98,7 +152,13 @@ class Trainer:
         if plan.fused:
             _strip_final_activation(net, model)
         self.net = net.to(self.device).train()  # the module itself: weights, evaluation
-        self.forward = parallel.data_parallel(self.net, world)  # what a train step calls
+        self.speed = make_speed(self.net, plan, world)  # before DDP and the optimiser: channels_last moves weights
+        self.autocast = precision_context(self.device, plan.precision)
+        if plan.precision != "f32":
+            f32_batch_norm(self.net)
+        self.forward = parallel.data_parallel(self.net, world)  # the module or its DDP
+        # what a train step calls: the (compiled, on one device) forward of full batches, or DDP's
+        self._train_forward = self.forward if self.forward is not self.net else self.speed.forward
         self.logits = plan.logits
         self.named_params = [(n, p) for n, p in self.net.named_parameters() if p.requires_grad]
         self.params = [p for _, p in self.named_params]
@@ -143,7 +203,7 @@ class Trainer:
                     y = y.reshape(shape)
                 yt = torch.from_numpy(y)
             yt = yt.to(self.device)
-        return Split(xt.to(self.device), yt)
+        return Split(self.speed.data(xt.to(self.device)), yt)
 
     def begin_epoch(self, data: Split, order: np.ndarray, epoch: int) -> None:
         self._fold()  # steps of a previous epoch that were never pulled
@@ -210,7 +270,7 @@ class Trainer:
         idx = self._order[i * b + lo:i * b + hi]  # this rank's rows of global batch i
         data = self._data
         self.clock.at(self._epoch * self.plan.steps_per_epoch + i, lo, hi)
-        xb = data.x.index_select(0, idx)
+        xb = self.speed.gather(data.x, idx)
         if self.plan.reconstruct:  # the target is the clean input; the model sees it noisy
             yb = xb
             if self.plan.input_noise:
@@ -218,7 +278,9 @@ class Trainer:
                 xb = xb + self.plan.input_noise * noise[lo:]  # rows lo..hi of the global batch's noise
         else:
             yb = data.y.index_select(0, idx)
-        out = self.forward(xb)
+        with self.autocast():
+            out = self._train_forward(xb)
+        out = out.float()  # the loss in float32 (a no-op in f32)
         loss = self._loss_fn(out, yb) if hi > lo else out.sum() * 0.0  # no rows here: DDP still needs gradients
         self.optimizer.zero_grad(set_to_none=True)
         (loss * parallel.share(hi - lo, self._sizes_host[i], self.world)).backward()
@@ -283,7 +345,9 @@ class Trainer:
             with torch.inference_mode():
                 for s in range(lo, hi, batch):
                     xb, yb = self._eval_batch(data, s, min(batch, hi - s))
-                    out = net(xb)
+                    with self.autocast():
+                        out = net(xb)
+                    out = out.float()
                     total[0] += self._loss_fn(out, yb).double() * xb.shape[0]
                     if self._hits_fn is not None:
                         total[1] += self._hits_fn(out, yb).double()
@@ -303,6 +367,12 @@ class Trainer:
         noise = gaussian(self.plan.seed, EVAL_NOISE_STREAM, steps, xb.shape[1:], self.device)
         return xb + self.plan.input_noise * noise, xb
 
+    # ------------------------------------------------------------ settings
+
+    def describe_speed(self) -> str:
+        """The speed and precision settings in effect, in words."""
+        return f"{self.speed.describe()}, precision {self.plan.precision}"
+
     # ------------------------------------------------------------ weights and optimiser state
 
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -319,3 +389,15 @@ class Trainer:
 
     def set_optimizer_state(self, state: Mapping[str, np.ndarray]) -> None:
         self.updates = restore_state(self.model, self.plan.optimizer, self.optimizer, self.named_params, state)
+        match_layout(self.optimizer, self.params)
+
+
+def match_layout(optimizer: torch.optim.Optimizer, params: list[torch.Tensor]) -> None:
+    """Restored optimiser state in each parameter's memory format (channels-last
+    weights get channels-last slots), as state made by the optimiser itself is,
+    so that the foreach updates keep their fast path."""
+    for p in params:
+        state = optimizer.state.get(p, {})
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor) and value.shape == p.shape and value.stride() != p.stride():
+                state[name] = torch.empty_like(p).copy_(value)
