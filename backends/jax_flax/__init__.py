@@ -51,9 +51,11 @@ from .parallel import start_world  # noqa: E402
 
 __all__ = [
     "LOWER",
+    "PRECISIONS",
     "SpeccModule",
     "apply_fn",
     "build",
+    "compute_args",
     "forward_train",
     "from_native",
     "gan_trainer",
@@ -65,6 +67,23 @@ __all__ = [
 ]
 
 ApplyFn = Callable[[Mapping[str, Any], jax.Array, bool, Any], tuple[jax.Array, dict]]
+
+# --precision (specc.plan.PRECISIONS): "mixed" computes the forward and backward
+# in bfloat16 (see SpeccModule and the trainers), the same meaning as the
+# PyTorch backend's torch.autocast to bfloat16.
+PRECISIONS = ("f32", "mixed")
+
+
+def compute_args(precision: str) -> dict[str, Any]:
+    """`apply_fn`'s keyword arguments for a plan's precision: none for "f32"
+    (the f32 model exactly as before); for "mixed" the bf16 compute dtype
+    (parameters stay f32 and are cast inside each layer) and the default
+    dot/conv precision, since bf16 operands have no higher one to ask for."""
+    if precision == "f32":
+        return {}
+    if precision == "mixed":
+        return {"dtype": jnp.bfloat16, "precision": lax.Precision.DEFAULT}
+    raise ValueError(f"the jax backend has no precision '{precision}'; use one of {', '.join(PRECISIONS)}")
 
 
 def build(model: ir.Model, *, precision: Any = lax.Precision.HIGHEST, logits: bool = False,

@@ -32,6 +32,13 @@ Data parallel (a World of several devices): the same step over a mesh
 (parallel.Placement), the real batch and the latent batch split by rows,
 everything else replicated; `generate` runs on this process's first device
 only, so the chief draws its pictures without the other processes.
+
+Precision and XLA options as in the supervised trainer (train.py): "mixed"
+runs every forward of the step (and `generate`) with a bfloat16 compute dtype,
+parameters, optimiser state and BatchNorm statistics in f32, each model's
+output (G's images, D's logits) cast to f32, so the BCE losses, the gradient
+G receives through D, and the metrics are f32. The step and `generate` are
+jitted with specc's XLA options for the layers of both models.
 """
 
 from __future__ import annotations
@@ -53,10 +60,10 @@ from specc.noise import STREAM_LATENT
 from specc.plan import Plan
 
 from .. import gan_pair
-from . import apply_fn, from_native, opt_state, to_native
+from . import apply_fn, compute_args, from_native, opt_state, to_native
 from .noise import gaussian
 from .parallel import Placement
-from .train import _nonfinite_name, make_optimizer
+from .train import _nonfinite_name, describe, jit_options, make_optimizer
 
 GENERATE_BATCH = 512  # generate() runs G in chunks of this many latent vectors
 METRICS = ("d_loss", "g_loss", "d_real", "d_fake")
@@ -85,20 +92,35 @@ class StepFunctions:
 
     def __init__(self, generator: ir.Model, discriminator: ir.Model, plan: Plan, latent: int):
         self.seed, self.latent = plan.seed, int(latent)
-        self.g_apply = apply_fn(generator)
-        self.d_apply = apply_fn(discriminator, logits=True)  # the fused BCE wants D's logits
+        self.plan = plan
+        compute = compute_args(plan.precision)  # f32: nothing; mixed: bf16 compute (see train.py)
+        self.g_apply = apply_fn(generator, **compute)
+        self.d_apply = apply_fn(discriminator, logits=True, **compute)  # the fused BCE wants D's logits
         self.optimizer = make_optimizer(plan)
         self.key = jax.random.key(plan.seed)
-        self.infer = jax.jit(lambda variables, z: self.g_apply(variables, z, False)[0])
+        self.kinds = {layer.kind for model in (generator, discriminator) for layer in model.layers}
+        self.g_kinds = {layer.kind for layer in generator.layers}
+        self._infer: dict[str, Any] = {}  # platform -> jitted inference-mode G
         self._compiled: dict[tuple, Any] = {}  # (batch size, shapes, placement) -> executable
 
     def compiled(self, carry, x_all, order, size: int, place: Placement):
         """The step for batches of `size`, compiled ahead of time (never inside timed steps)."""
         key = (size, x_all.shape, order.shape, x_all.sharding)
         if key not in self._compiled:
-            jitted = jax.jit(functools.partial(self.train, place=place), static_argnums=(4,), donate_argnums=(0,))
+            jitted = jax.jit(functools.partial(self.train, place=place), static_argnums=(4,), donate_argnums=(0,),
+                             **self.jit_options(place.device))
             self._compiled[key] = jitted.lower(carry, x_all, order, jnp.int32(0), size).compile()
         return self._compiled[key]
+
+    def jit_options(self, device) -> dict[str, Any]:
+        return jit_options(self.kinds, self.plan, device)
+
+    def infer(self, variables, z, device):
+        """Inference-mode G(z) on `device`'s platform."""
+        if device.platform not in self._infer:
+            self._infer[device.platform] = jax.jit(lambda variables, z: self.g_apply(variables, z, False)[0],
+                                                   **jit_options(self.g_kinds, self.plan, device))
+        return self._infer[device.platform](variables, z)
 
     def train(self, carry, x_all, order, start, size: int, place: Placement):
         split = place.split_rows  # on a mesh: each device takes its rows of the real and latent batches
@@ -232,10 +254,14 @@ class GanTrainer:
         z = np.asarray(z, np.float32).reshape(-1, self.latent)
         g = self.carry["generator"]
         variables = self.place.local({"params": g["params"], "batch_stats": g["batch_stats"]})
-        parts = [np.asarray(self.fns.infer(variables, z[s:s + GENERATE_BATCH]))
+        parts = [np.asarray(self.fns.infer(variables, z[s:s + GENERATE_BATCH], self.device))
                  for s in range(0, len(z), GENERATE_BATCH)]
         shape = (0, *self.models["generator"].output_shape)
         return np.concatenate(parts) if parts else np.zeros(shape, np.float32)
+
+    def describe_speed(self) -> str:
+        """The speed and precision settings in effect, in words."""
+        return describe(self.plan, self.fns.jit_options(self.device))
 
     # ------------------------------------------------------------ weights and optimiser state
 

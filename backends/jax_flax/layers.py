@@ -77,7 +77,7 @@ class Ctx:
 
     train: bool
     precision: Any
-    dtype: Any = None  # compute dtype of the convs, matmuls and BatchNorm (None: the inputs', f32)
+    dtype: Any = None  # compute dtype of the convs and matmuls (None: the inputs', f32); BatchNorm stays f32
     layout: str = CF
     input_layouts: tuple[str, ...] = ()
     strip_activation: bool = False  # set for Model.final_activation_index() when logits are wanted
@@ -251,20 +251,23 @@ def lower_batch_norm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     # two-pass variance (use_fast_variance=False) avoids E[x^2]-E[x]^2.
     a = layer.attrs
     axis = -1 if (x.ndim == 4 and ctx.layout == NHWC) else a["axis"] + 1
-    # With a bf16 compute dtype Flax still reduces the statistics in f32
-    # (force_float32_reductions) and keeps them, and gamma/beta, in f32.
+    if ctx.dtype is not None:
+        # Mixed precision: statistics, normalisation and output in float32, as
+        # the torch backend does under autocast (its BatchNorm input is cast
+        # up); the next conv or matmul takes the output back to the compute dtype.
+        x = x.astype(jnp.float32)
     return nn.BatchNorm(use_running_average=not ctx.train, axis=axis, momentum=a["momentum"],
-                        epsilon=a["epsilon"], use_fast_variance=False, name=layer.name, **ctx.compute())(x)
+                        epsilon=a["epsilon"], use_fast_variance=False, name=layer.name)(x)
 
 
 def lower_lstm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     a = layer.attrs
-    return LSTM(a["units"], a["return_sequences"], a["activation"], ctx.precision, name=layer.name)(x)
+    return LSTM(a["units"], a["return_sequences"], a["activation"], ctx.precision, ctx.dtype, name=layer.name)(x)
 
 
 def lower_gru(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
     a = layer.attrs
-    return GRU(a["units"], a["return_sequences"], a["activation"], ctx.precision, name=layer.name)(x)
+    return GRU(a["units"], a["return_sequences"], a["activation"], ctx.precision, ctx.dtype, name=layer.name)(x)
 
 
 def lower_embedding(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -347,11 +350,15 @@ class SpeccModule(nn.Module):
     the last layer's softmax/sigmoid is left off (see `output_activation`).
 
     `dtype` (mixed precision, e.g. jnp.bfloat16): the compute dtype of the
-    convolutions, matmuls, embeddings and BatchNorm; parameters, BatchNorm
-    statistics and their reductions stay f32, a float input is cast on the
-    way in, softmax/sigmoid run in f32 and the output comes back f32, so
-    losses and metrics are f32. The LSTM/GRU cells compute in their kernels'
-    dtype (f32). None (the default) builds the f32 model exactly as before.
+    convolutions, matmuls (Dense, the LSTM/GRU cells' two products) and
+    embeddings, which cast their f32 parameters to it (so gradients come back
+    f32 through the casts); a float input is cast on the way in; elementwise
+    layers and pooling run in the dtype they are given; BatchNorm normalises,
+    keeps its statistics and returns its output in f32, as do the recurrent
+    cells' state and gates; softmax/sigmoid run in f32 and the output comes
+    back f32, so losses and metrics are f32. This is what torch.autocast to
+    bfloat16 does on the PyTorch backend. None (the default) builds the f32
+    model exactly as before.
     """
 
     model: ir.Model

@@ -19,7 +19,17 @@ def _lstm_bias_init(key, shape, dtype=jnp.float32):
     return jnp.zeros(shape, dtype).at[u : 2 * u].set(1.0)
 
 
-class LSTM(nn.Module):
+class _Cell(nn.Module):
+    def _dot(self, a: Array, b: Array) -> Array:
+        """`a @ b`; with a compute dtype, both cast to it and the product
+        returned in float32 (the state and gates of the recurrence stay f32)."""
+        if self.dtype is None:
+            return jnp.dot(a, b, precision=self.precision)
+        return jnp.dot(a.astype(self.dtype), b.astype(self.dtype), precision=self.precision,
+                       preferred_element_type=jnp.float32)
+
+
+class LSTM(_Cell):
     """Keras's LSTM on the canonical arrays: kernel [F, 4u], recurrent_kernel
     [u, 4u], bias [4u], gates i, f, c, o; `lax.scan` over time.
 
@@ -33,6 +43,7 @@ class LSTM(nn.Module):
     return_sequences: bool = False
     activation: str = "tanh"
     precision: Any = None
+    dtype: Any = None  # the products' compute dtype (mixed precision); state and gates stay f32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:  # [N, T, F]
@@ -44,8 +55,7 @@ class LSTM(nn.Module):
 
         def step(carry, x_t):
             h, c = carry
-            z = (jnp.dot(x_t, kernel, precision=self.precision)
-                 + jnp.dot(h, recurrent, precision=self.precision) + bias)
+            z = self._dot(x_t, kernel) + self._dot(h, recurrent) + bias
             i, fg, g, o = jnp.split(z, 4, axis=-1)
             c = jax.nn.sigmoid(fg) * c + jax.nn.sigmoid(i) * act(g)
             h = jax.nn.sigmoid(o) * act(c)
@@ -56,7 +66,7 @@ class LSTM(nn.Module):
         return jnp.swapaxes(hs, 0, 1) if self.return_sequences else h
 
 
-class GRU(nn.Module):
+class GRU(_Cell):
     """Keras's GRU (reset_after=True) on the canonical arrays: kernel [F, 3u],
     recurrent_kernel [u, 3u], bias [2, 3u] (input bias, recurrent bias), gates
     z, r, h; scanned like `LSTM`."""
@@ -65,6 +75,7 @@ class GRU(nn.Module):
     return_sequences: bool = False
     activation: str = "tanh"
     precision: Any = None
+    dtype: Any = None  # the products' compute dtype (mixed precision); state and gates stay f32
 
     @nn.compact
     def __call__(self, x: Array) -> Array:  # [N, T, F]
@@ -75,8 +86,8 @@ class GRU(nn.Module):
         act = ACTIVATIONS[self.activation]
 
         def step(h, x_t):
-            xz, xr, xh = jnp.split(jnp.dot(x_t, kernel, precision=self.precision) + bias[0], 3, axis=-1)
-            hz, hr, hh = jnp.split(jnp.dot(h, recurrent, precision=self.precision) + bias[1], 3, axis=-1)
+            xz, xr, xh = jnp.split(self._dot(x_t, kernel) + bias[0], 3, axis=-1)
+            hz, hr, hh = jnp.split(self._dot(h, recurrent) + bias[1], 3, axis=-1)
             z = jax.nn.sigmoid(xz + hz)
             r = jax.nn.sigmoid(xr + hr)
             candidate = act(xh + r * hh)

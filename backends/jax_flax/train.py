@@ -18,6 +18,20 @@ is the clean batch, and the model sees it with Gaussian noise of
 `plan.input_noise` added inside the compiled step, drawn from specc.noise at
 the step counter (evaluation: at each sample's index), so both backends see
 the same noise.
+
+Precision (`plan.precision`, see `compute_args`): "f32" is float32
+throughout. "mixed" runs the model with a bfloat16 compute dtype: inside the
+loss function each conv and matmul casts its f32 parameters and its input to
+bf16, so the forward and backward convolutions and matmuls are bf16 and the
+gradients arrive in f32 through the casts; parameters (master weights),
+optimiser state and BatchNorm statistics stay f32, and the model's output is
+f32 before the loss and metrics. Evaluation runs the same mixed forward, as
+the PyTorch backend's does under autocast.
+
+XLA options: each step is jitted with `xla_flags.compiler_options` for its
+model (specc's XLA:CPU settings, per compiled function, so they hold even
+where jax started before XLA_FLAGS could be set), unless
+`plan.speed.xla_defaults` is off (`--no-xla-defaults`) or SPECC_XLA_DEFAULTS=0.
 """
 
 from __future__ import annotations
@@ -35,7 +49,7 @@ from specc.distributed import SINGLE, World
 from specc.noise import STREAM_INPUT_NOISE
 from specc.plan import EVAL_NOISE_STREAM, Plan, check_optimizer_state, learning_rate, optimizer_slots, step_key
 
-from . import apply_fn, from_native, to_native
+from . import apply_fn, compute_args, from_native, to_native, xla_flags
 from .convert import native_slot, params_to_canonical
 from .noise import gaussian
 from .parallel import Placement
@@ -170,6 +184,30 @@ def _nonfinite_name(value: float) -> str:
     return "nan" if np.isnan(value) else "inf" if value > 0 else "-inf"
 
 
+# ---------------------------------------------------------------- compile settings
+
+
+def jit_options(model, plan: Plan, device) -> dict[str, Any]:
+    """`jax.jit` keyword arguments for a step running `model` (an ir.Model or
+    a set of layer kinds) on `device`: specc's XLA options where they apply."""
+    if not plan.speed.xla_defaults:
+        return {}
+    options = xla_flags.compiler_options(model, device.platform)
+    return {"compiler_options": options} if options else {}
+
+
+def describe(plan: Plan, options: dict[str, Any]) -> str:
+    """The speed and precision settings in effect, in words."""
+    flags = options.get("compiler_options")
+    if flags:
+        xla = "XLA defaults on (" + ", ".join(f"{k}={v}" for k, v in flags.items()) + ")"
+    elif not plan.speed.xla_defaults or not xla_flags.enabled():
+        xla = "XLA defaults off"
+    else:
+        xla = "XLA defaults: none apply"
+    return f"{xla}, precision {plan.precision}"
+
+
 # ---------------------------------------------------------------- the trainer
 
 
@@ -178,7 +216,8 @@ class Trainer:
         self.model, self.plan = model, plan
         self.place = Placement(world, device)  # one device, or a mesh of the world's devices
         self.device = self.place.device
-        self.apply = apply_fn(model, logits=plan.logits)
+        self.apply = apply_fn(model, logits=plan.logits, **compute_args(plan.precision))
+        self._jit = jit_options(model, plan, self.device)
         self.optimizer = make_optimizer(plan)
         variables = self.place.put(to_native(model, weights))
         params = variables["params"]
@@ -192,7 +231,7 @@ class Trainer:
         self.key = jax.random.key(plan.seed)
         self.global_step = 0
         self._train_steps: dict[int, Any] = {}  # batch size -> compiled step
-        self._eval_step = jax.jit(self._eval, static_argnums=(5,), donate_argnums=(0,))
+        self._eval_step = jax.jit(self._eval, static_argnums=(5,), donate_argnums=(0,), **self._jit)
         self._data = self._order = None
 
     # -- data
@@ -211,10 +250,10 @@ class Trainer:
         if n % b and (n % b) not in self._train_steps:
             self._compile(n % b)  # ahead of time: never inside timed steps
         if self._full and b not in self._train_steps:
-            self._train_steps[b] = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,))
+            self._train_steps[b] = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,), **self._jit)
 
     def _compile(self, size: int) -> None:
-        fn = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,))
+        fn = jax.jit(self._train, static_argnums=(5,), donate_argnums=(0,), **self._jit)
         x, y = self._data
         self._train_steps[size] = fn.lower(self.carry, x, y, self._order, jnp.int32(0), size).compile()
 
@@ -230,6 +269,7 @@ class Trainer:
         variables_stats = carry["batch_stats"]
 
         def loss_fn(params):
+            # mixed precision: the module casts params and x to bf16 inside each conv/matmul and returns f32
             out, new_stats = self.apply({"params": params, "batch_stats": variables_stats}, x, True, rng)
             losses = per_sample_loss(self.plan, out, y)
             return jnp.mean(losses), (out, new_stats)
@@ -287,7 +327,7 @@ class Trainer:
             if self.plan.input_noise:
                 steps = start + jnp.arange(size, dtype=jnp.int32)
                 x = x + self.plan.input_noise * gaussian(self.plan.seed, EVAL_NOISE_STREAM, steps, x.shape[1:])
-        out, _ = self.apply(variables, x, False, None)
+        out, _ = self.apply(variables, x, False, None)  # the train step's precision (mixed: bf16 compute, f32 out)
         losses = per_sample_loss(self.plan, out, y)
         return self.place.keep_replicated({"loss": sums["loss"] + jnp.sum(losses),
                                            "correct": sums["correct"] + correct_count(self.plan, out, y)})
@@ -305,6 +345,10 @@ class Trainer:
             sums = self.place.fetch(sums)
         return {"loss": float(sums["loss"]) / max(n, 1),
                 "accuracy": float(sums["correct"]) / max(n, 1) if self.plan.accuracy else None}
+
+    def describe_speed(self) -> str:
+        """The speed and precision settings in effect, in words."""
+        return describe(self.plan, self._jit)
 
     # -- weights and state
     def get_weights(self) -> dict[str, np.ndarray]:
@@ -363,4 +407,4 @@ def trainer(model: ir.Model, plan: Plan, weights, device: str = "cpu", world: Wo
     return Trainer(model, plan, weights, device, world)
 
 
-__all__ = ["Trainer", "correct_count", "make_optimizer", "per_sample_loss", "trainer"]
+__all__ = ["Trainer", "correct_count", "describe", "jit_options", "make_optimizer", "per_sample_loss", "trainer"]
