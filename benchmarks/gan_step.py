@@ -30,17 +30,19 @@ ROOT = Path(__file__).resolve().parents[1]
 BATCH, LATENT, LR, BETA1, WARMUP = 128, 100, 2e-4, 0.5, 5
 
 
-def load_pair_and_data(steps: int):
+def load_pair_and_data(steps: int, channels_last: bool = True):
+    import dataclasses
+
     import specc
     from specc import data
-    from specc.plan import make_plan
+    from specc.plan import SpeedChoices, make_plan
 
     program = specc.load(ROOT / "specs" / "gan.spec")
     generator, discriminator = program["generator"], program["discriminator"]
     train = program.trains["generator"].replace(batch=BATCH)
     n = BATCH * steps
     ds = data.load_dataset(specc.ir.Call("mnist", {"range": [-1, 1]}), discriminator.input_shape, limit=n)
-    plan = make_plan(generator, train, n)
+    plan = dataclasses.replace(make_plan(generator, train, n), speed=SpeedChoices(channels_last=channels_last))
     return generator, discriminator, plan, ds.x_train
 
 
@@ -203,9 +205,10 @@ def main(argv=None) -> int:
     p.add_argument("--backend", choices=("jax", "torch", "both"), default="both")
     p.add_argument("--steps", type=int, default=100, help="timed steps per round")
     p.add_argument("--repeats", type=int, default=3, help="rounds; the median is reported")
+    p.add_argument("--no-channels-last", action="store_true", help="specc torch: as `specc train --no-channels-last`")
     args = p.parse_args(argv)
 
-    pair_and_data = load_pair_and_data(args.steps)
+    pair_and_data = load_pair_and_data(args.steps, channels_last=not args.no_channels_last)
     backends = ("jax", "torch") if args.backend == "both" else (args.backend,)
     hand = {"jax": ("flax", flax_side), "torch": ("torch", torch_side)}
     sides = {}
