@@ -154,6 +154,9 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
                 f"run directory {run_dir.path}")
     if start.note:
         view.note(start.note)
+    speed = _speed_text(recipe)
+    if speed:
+        view.note(f"speed settings: {speed}")
     settings = Settings(train.epochs, plan.steps_per_epoch, plan.batch, train.seed, len(dataset.x_train),
                         opts.pull_every or max(1, min(50, plan.steps_per_epoch // 20)), train.patience)
     best = {g.removeprefix("best_"): arrays for g, arrays in groups.items() if g.startswith("best_")}
@@ -195,6 +198,12 @@ def _devices_text(world: World) -> str:
     return f" split over {world.devices} devices{per}"
 
 
+def _speed_text(recipe: Recipe) -> str | None:
+    """The trainer's speed and precision settings in words (the header and result.json)."""
+    describe = getattr(getattr(recipe, "trainer", None), "describe_speed", None)
+    return describe() if describe else None
+
+
 def _no_save(*args, **kwargs) -> None:
     """Checkpoints of a data-parallel run are the chief's to write."""
 
@@ -225,6 +234,7 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
         "stopped_early": outcome.stopped_early,
         "device": opts.device,
         "precision": opts.precision,
+        "speed_settings": _speed_text(recipe),
         **world.to_dict(),
     }
     run_dir.write_result(result)

@@ -125,7 +125,12 @@ def compiler_options(model, platform: str = "cpu") -> dict[str, str]:
     function that runs `model` (an ir.Model, or a set of layer kinds)."""
     if platform != "cpu":
         return {}
-    return {s.flag: s.option_value for s in applicable(model)}
+    # flags XLA_FLAGS holds because apply_env put them there (not the user's own values)
+    words = os.environ.get("XLA_FLAGS", "").split()
+    ours = frozenset(name for name in (flag[2:].split("=", 1)[0] for flag in _applied)
+                     if [w for w in words if w.startswith(f"--{name}=")] == [f for f in _applied
+                                                                               if f.startswith(f"--{name}=")])
+    return {s.flag: s.option_value for s in applicable(model, ignore_user=ours)}
 
 
 _applied: list[str] = []
