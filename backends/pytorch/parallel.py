@@ -21,6 +21,7 @@
 
 from __future__ import annotations
 
+import atexit
 import inspect
 import os
 
@@ -36,6 +37,17 @@ from .modules import BatchNorm
 from .noise import uniform
 
 # ---------------------------------------------------------------- the world
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits: a gloo group
+    left to C++ static destruction can abort the worker ("terminate called
+    without an active exception", SIGABRT) after a run that succeeded."""
+    if dist.is_initialized():
+        try:
+            dist.destroy_process_group()
+        except Exception:  # noqa: BLE001 - exiting anyway; a peer may be gone already
+            pass
 
 
 def start_world(devices: int | None = 1, device: str = "cpu", coordinator=None, num_processes=None,
@@ -70,6 +82,7 @@ def start_world(devices: int | None = 1, device: str = "cpu", coordinator=None, 
         torch.set_num_threads(max(1, (os.cpu_count() or 1) // env["LOCAL_WORLD_SIZE"]))
     if not dist.is_initialized():
         dist.init_process_group("nccl" if gpu else "gloo")  # env://: MASTER_ADDR, MASTER_PORT, RANK, WORLD_SIZE
+        atexit.register(_leave_process_group)
     return World(devices=size, processes=size, rank=env["RANK"], local_devices=1)
 
 
