@@ -18,30 +18,8 @@ pytest.importorskip("jax")
 torch = pytest.importorskip("torch")
 
 from specc.backends import jax_flax, pytorch  # noqa: E402
+from training_specs import GAN_PAIR as SPEC  # noqa: E402 - no bias before a BatchNorm
 
-# Layers before a BatchNorm have no bias: its gradient is zero but for float
-# noise, which Adam's m/sqrt(v) would blow up to the learning rate.
-SPEC = """
-model gen {
-    input [8]
-    Dense(4*4*8, bias=false)
-    BatchNorm()
-    LeakyReLU(0.2)
-    Reshape([8, 4, 4])
-    ConvTranspose2D(4, kernel=3, stride=2, padding=same, bias=false)
-    BatchNorm()
-    ReLU()
-    ConvTranspose2D(1, kernel=3, padding=same, activation=tanh)
-}
-model disc {
-    input [1, 8, 8]
-    Conv2D(4, kernel=3, stride=2, padding=same, bias=false)
-    BatchNorm()
-    LeakyReLU(0.2)
-    Flatten()
-    Dense(1, activation=sigmoid)
-}
-"""
 LATENT, BATCH, SAMPLES, SEED = 8, 16, 40, 3  # 40 samples: two full batches and one of 8
 BACKENDS = {"jax": jax_flax, "torch": pytorch}
 ROLES = ("generator", "discriminator")

@@ -35,35 +35,9 @@ from specc.runner import Interrupted, Options, train_model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 from specc.backends.pytorch import train as torch_train  # noqa: E402
+from training_specs import GAN_PAIR as GAN, SMALL_CNN as CONV  # noqa: E402
 
 P = registry.get("torch")
-
-# A small CNN with every kind of layer the settings touch: convolutions (4-D
-# weights), BatchNorm (float32 statistics under mixed), dropout (counter-based masks).
-CONV = """
-model m {{
-    input [2, 12, 10]
-    Conv2D(6, kernel=3, padding=same, activation=relu)
-    MaxPool(2)
-    Conv2D(4, kernel=3, padding=same, bias=false)
-    BatchNorm()
-    ReLU()
-    MaxPool(2)
-    Flatten()
-    Dropout(0.2)
-    Dense(16, activation=relu)
-    Dense(5, activation=softmax)
-}}
-train m {{
-    data      = synthetic(samples=512, classes=5, test_samples=64, validation_split=0.25)
-    loss      = cross_entropy
-    optimizer = adam(lr=1e-2)
-    batch     = 32
-    epochs    = {epochs}
-    metrics   = [accuracy]
-    seed      = 1
-}}
-"""
 
 # MNIST (shipped with the package) on a small CNN, for the accuracy of a short mixed run.
 MNIST_CNN = """
@@ -90,27 +64,6 @@ train cnn {
 }
 """
 
-GAN = """
-model gen {
-    input [8]
-    Dense(4*4*8, bias=false)
-    BatchNorm()
-    LeakyReLU(0.2)
-    Reshape([8, 4, 4])
-    ConvTranspose2D(4, kernel=3, stride=2, padding=same, bias=false)
-    BatchNorm()
-    ReLU()
-    ConvTranspose2D(1, kernel=3, padding=same, activation=tanh)
-}
-model disc {
-    input [1, 8, 8]
-    Conv2D(4, kernel=3, stride=2, padding=same, bias=false)
-    BatchNorm()
-    LeakyReLU(0.2)
-    Flatten()
-    Dense(1, activation=sigmoid)
-}
-"""
 RTOL, ATOL = 1e-5, 1e-6  # tests/test_speed_settings.py's for channels_last
 
 

@@ -260,17 +260,7 @@ def test_bf16_compute_keeps_f32_parameters_outputs_and_gradients():
 
 # ---------------------------------------------------------------- PyTorch speed options
 
-TORCH_SPEC = """
-model m {
-    input [2, 12, 10]
-    Conv2D(6, kernel=3, padding=same, activation=relu)
-    MaxPool(2)
-    Conv2D(4, kernel=3, padding=same, activation=relu)
-    MaxPool(2)
-    Flatten()
-    Dense(16, activation=relu)
-    Dense(5, activation=softmax)
-}
+TORCH_SPEC = CONV + """
 train m {
     data      = synthetic(samples=256, classes=5)
     loss      = cross_entropy

@@ -1,0 +1,56 @@
+"""Small training specs shared by the tests of both backends' trainers
+(test_precision_jax.py, test_precision_torch.py, test_gan_backends.py), so
+the two backends' tests train the same models."""
+
+# A small CNN with every kind of layer the speed and precision settings touch:
+# convolutions (4-D weights), BatchNorm (float32 statistics under mixed) and
+# dropout. A format string: `.format(epochs=N)`.
+SMALL_CNN = """
+model m {{
+    input [2, 12, 10]
+    Conv2D(6, kernel=3, padding=same, activation=relu)
+    MaxPool(2)
+    Conv2D(4, kernel=3, padding=same, bias=false)
+    BatchNorm()
+    ReLU()
+    MaxPool(2)
+    Flatten()
+    Dropout(0.2)
+    Dense(16, activation=relu)
+    Dense(5, activation=softmax)
+}}
+train m {{
+    data      = synthetic(samples=512, classes=5, test_samples=64, validation_split=0.25)
+    loss      = cross_entropy
+    optimizer = adam(lr=1e-2)
+    batch     = 32
+    epochs    = {epochs}
+    metrics   = [accuracy]
+    seed      = 1
+}}
+"""
+
+# A tiny GAN pair (latent 8, 8x8 images). Layers before a BatchNorm have no
+# bias: its gradient is zero but for float noise, which Adam's m/sqrt(v)
+# would blow up to the learning rate.
+GAN_PAIR = """
+model gen {
+    input [8]
+    Dense(4*4*8, bias=false)
+    BatchNorm()
+    LeakyReLU(0.2)
+    Reshape([8, 4, 4])
+    ConvTranspose2D(4, kernel=3, stride=2, padding=same, bias=false)
+    BatchNorm()
+    ReLU()
+    ConvTranspose2D(1, kernel=3, padding=same, activation=tanh)
+}
+model disc {
+    input [1, 8, 8]
+    Conv2D(4, kernel=3, stride=2, padding=same, bias=false)
+    BatchNorm()
+    LeakyReLU(0.2)
+    Flatten()
+    Dense(1, activation=sigmoid)
+}
+"""
