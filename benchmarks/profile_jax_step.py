@@ -53,9 +53,10 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from collections import Counter, defaultdict
 from pathlib import Path
+
+from step_timing import interleaved, report_times  # benchmarks/step_timing.py (run as scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "benchmarks" / "specs"
@@ -339,46 +340,6 @@ def make_runner(variant: str, model_name: str, x, y, batch: int):
     if variant == "specc":
         return specc_runner(model_name, x, y, batch)
     return ablation_runner(model_name, x, y, batch, variant)
-
-
-# ---------------------------------------------------------------- timing
-
-
-def interleaved(runners: dict, rounds: int, block: int) -> tuple[dict, dict]:
-    """Wall and CPU ms/step of each runner (this process's CPU time: on a
-    busy machine it tracks the work done better than the wall clock), one
-    block per runner per round, the order rotating."""
-    names = list(runners)
-    for run in runners.values():
-        run(3)  # compile, first steps
-    wall: dict[str, list[float]] = {n: [] for n in names}
-    cpu: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            runners[name](block)
-            wall[name].append(1000 * (time.perf_counter() - t0) / block)
-            cpu[name].append(1000 * (time.process_time() - c0) / block)
-    return wall, cpu
-
-
-def report_times(times: dict[str, list[float]], cpu: dict[str, list[float]], batch: int) -> dict:
-    """Median wall ms/step, samples/s, speed vs the reference (median of the
-    per-round ratios), and the same for CPU time."""
-    ref, ref_cpu = times.get("reference"), cpu.get("reference")
-    out = {}
-    print(f"\n{'variant':<26}{'ms/step':>9}{'samples/s':>11}{'vs ref':>8}{'CPU ms':>9}{'vs ref':>8}"
-          "   per round (wall ms/step)")
-    for name, ts in times.items():
-        med, med_cpu = statistics.median(ts), statistics.median(cpu[name])
-        ratio = statistics.median(r / t for r, t in zip(ref, ts)) if ref else float("nan")
-        ratio_cpu = statistics.median(r / t for r, t in zip(ref_cpu, cpu[name])) if ref_cpu else float("nan")
-        out[name] = {"ms_per_step": med, "samples_per_s": 1000 * batch / med, "speed_vs_reference": ratio,
-                     "cpu_ms_per_step": med_cpu, "cpu_speed_vs_reference": ratio_cpu}
-        print(f"{name:<26}{med:>9.1f}{1000 * batch / med:>11,.0f}{ratio:>8.3f}{med_cpu:>9.1f}{ratio_cpu:>8.3f}   "
-              + " ".join(f"{t:.0f}" for t in ts))
-    return out
 
 
 # ---------------------------------------------------------------- what XLA made

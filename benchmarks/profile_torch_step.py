@@ -32,10 +32,10 @@ from __future__ import annotations
 
 import argparse
 import os
-import statistics
 import sys
-import time
 from pathlib import Path
+
+from step_timing import interleaved, report_times  # benchmarks/step_timing.py (run as scripts)
 
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "benchmarks" / "specs"
@@ -191,38 +191,6 @@ def make_runner(variant: str, model_name: str, x, y, batch: int):
     return specc_runner(model_name, x, y, batch, variant)
 
 
-def interleaved(runners: dict, rounds: int, block: int) -> tuple[dict, dict]:
-    """Wall and CPU ms/step of each runner (this process's CPU time tracks the
-    work done better than the wall clock on a busy machine)."""
-    names = list(runners)
-    for name, run in runners.items():
-        t0 = time.perf_counter()
-        run(3)
-        print(f"  {name}: first 3 steps {time.perf_counter() - t0:.1f} s", flush=True)
-    wall: dict[str, list[float]] = {n: [] for n in names}
-    cpu: dict[str, list[float]] = {n: [] for n in names}
-    for r in range(rounds):
-        k = r % len(names)
-        for name in names[k:] + names[:k]:
-            t0, c0 = time.perf_counter(), time.process_time()
-            runners[name](block)
-            wall[name].append(1000 * (time.perf_counter() - t0) / block)
-            cpu[name].append(1000 * (time.process_time() - c0) / block)
-    return wall, cpu
-
-
-def report(times: dict[str, list[float]], cpu: dict[str, list[float]], batch: int) -> None:
-    ref, ref_cpu = times.get("reference"), cpu.get("reference")
-    print(f"\n{'variant':<22}{'ms/step':>9}{'samples/s':>11}{'vs ref':>8}{'CPU ms':>9}{'vs ref':>8}"
-          "   per round (wall ms/step)")
-    for name, ts in times.items():
-        med, med_cpu = statistics.median(ts), statistics.median(cpu[name])
-        ratio = statistics.median(r / t for r, t in zip(ref, ts)) if ref else float("nan")
-        ratio_cpu = statistics.median(r / t for r, t in zip(ref_cpu, cpu[name])) if ref_cpu else float("nan")
-        print(f"{name:<22}{med:>9.2f}{1000 * batch / med:>11,.0f}{ratio:>8.3f}{med_cpu:>9.2f}{ratio_cpu:>8.3f}   "
-              + " ".join(f"{t:.1f}" for t in ts))
-
-
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--models", nargs="+", default=["lenet"], choices=["lenet", "mlp"])
@@ -241,7 +209,7 @@ def main(argv=None) -> int:
         x, y = load(model_name, args.samples)
         print(f"== {model_name}: torch {torch.__version__}, {torch.get_num_threads()} threads", flush=True)
         runners = {v: make_runner(v, model_name, x, y, args.batch) for v in args.variants}
-        report(*interleaved(runners, args.rounds, args.block), args.batch)
+        report_times(*interleaved(runners, args.rounds, args.block), args.batch, width=22, digits=2)
     return 0
 
 
