@@ -18,8 +18,15 @@ A backend module provides these functions (canonical weights are the
     gradients(model, weights, x, target, loss="mse") -> (loss, grads)
                                               loss value and canonical-layout
                                               gradients of the trainable weights
-    trainer(model, plan, weights) -> Trainer  compiled train/eval steps for the
+    trainer(model, plan, weights, device, world) -> Trainer
+                                              compiled train/eval steps for the
                                               runner (see specc.runner)
+    gan_trainer(g, d, plan, g_weights, d_weights, latent, device, world)
+                                              the GAN recipe's D-then-G step
+    start_world(devices, device, coordinator, num_processes, process_id) -> World
+                                              this process's place in a
+                                              data-parallel run (specc.distributed)
+    PRECISIONS                                the --precision values it runs
 """
 
 from __future__ import annotations

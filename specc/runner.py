@@ -135,7 +135,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     recipe = make_recipe(program, model, train, opts.backend, opts.device, world)
     dataset = recipe.load_data(opts.data_dir, opts.limit)
     check_batch(recipe.plan.batch, world.devices)
-    if opts.precision != "f32" and opts.precision not in getattr(backends.get(opts.backend), "PRECISIONS", ("f32",)):
+    if opts.precision != "f32" and opts.precision not in backends.get(opts.backend).PRECISIONS:
         raise RunError(f"--precision {opts.precision} is not available on the {opts.backend} backend yet")
     recipe.plan = replace(recipe.plan, precision=opts.precision, speed=opts.speed)
     checkpoint = start.checkpoint

@@ -73,16 +73,7 @@ def make_recipe(program: Program, model: Model, train: Train, backend: str, devi
                 world: World = SINGLE) -> Recipe:
     """The recipe of a checked train block (its model `model`, from `program`)."""
     module, cls = RECIPES[recipe_name(train)]
-    recipe = getattr(importlib.import_module(f"{__name__}.{module}"), cls)(program, model, train, backend, device)
-    recipe.world = world
-    recipe.pictures.chief = world.chief
-    return recipe
-
-
-def trainer_options(recipe) -> dict:
-    """The keywords of a backend's trainer factories: the device, and the
-    world when the run is data parallel."""
-    return {"device": recipe.device, **({"world": recipe.world} if recipe.world.parallel else {})}
+    return getattr(importlib.import_module(f"{__name__}.{module}"), cls)(program, model, train, backend, device, world)
 
 
 def checkpoint_groups(checkpoint: Checkpoint, recipe: Recipe) -> Groups:
@@ -140,9 +131,9 @@ class Pictures:
     (a run never fails for want of a picture). Only the chief process of a
     data-parallel run draws (`chief`)."""
 
-    def __init__(self):
+    def __init__(self, chief: bool = True):
         self.unavailable = False
-        self.chief = True
+        self.chief = chief
 
     def draw(self, write) -> list[str]:
         if self.unavailable or not self.chief:

@@ -32,13 +32,12 @@ import numpy as np
 from .. import backend as backends
 from .. import noise
 from ..data import Dataset, load_dataset
-from ..distributed import SINGLE
+from ..distributed import SINGLE, World
 from ..ir import Model, Program, Train
 from ..plan import Plan, make_plan, optimizer_state_shapes
 from ..rundir import WEIGHTS
 from ..weights import init_weights, save_weights
-from . import (Arrays, Groups, Pictures, data_range, epoch_picture, image_shape, params_text, trainer_options,
-               weight_shapes)
+from . import Arrays, Groups, Pictures, data_range, epoch_picture, image_shape, params_text, weight_shapes
 
 PICTURE_SAMPLES = 64
 SCORED_SAMPLES = 10_000
@@ -60,7 +59,8 @@ class GanRecipe:
     monitor = None  # two losses: no early stopping (the train block refuses patience)
     weight_groups = ROLES
 
-    def __init__(self, program: Program, model: Model, train: Train, backend: str, device: str = "cpu"):
+    def __init__(self, program: Program, model: Model, train: Train, backend: str, device: str = "cpu",
+                 world: World = SINGLE):
         self.model, self.train, self.backend, self.device = model, train, backend, device
         self.discriminator = program.models[train.recipe.args["discriminator"]]
         self.latent = int(train.recipe.args["latent"])
@@ -69,8 +69,8 @@ class GanRecipe:
         self.dataset: Dataset | None = None
         self.trainer: Any = None
         self.data: Any = None
-        self.pictures = Pictures()
-        self.world = SINGLE
+        self.world = world
+        self.pictures = Pictures(world.chief)
 
     def models(self) -> tuple[Model, ...]:
         return (self.model, self.discriminator)
@@ -105,8 +105,8 @@ class GanRecipe:
         g_weights = groups["generator"] if groups else init_weights(self.model, seed)
         d_weights = groups["discriminator"] if groups else init_weights(self.discriminator, seed)
         self.trainer = backends.get(self.backend).gan_trainer(self.model, self.discriminator, self.plan, g_weights,
-                                                              d_weights, self.latent,
-                                                              **trainer_options(self))
+                                                              d_weights, self.latent, device=self.device,
+                                                              world=self.world)
         if groups:
             self.trainer.set_optimizer_state({role: groups[f"{role}_optimizer"] for role in ROLES})
         self.data = self.trainer.put(self.dataset.x_train)

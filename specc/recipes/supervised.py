@@ -18,8 +18,8 @@ from ..ir import Model, Program, Train
 from ..plan import Plan, make_plan, optimizer_state_shapes
 from ..rundir import WEIGHTS
 from ..weights import init_weights, save_weights
-from ..distributed import SINGLE
-from . import Arrays, Groups, Pictures, params_text, trainer_options, weight_shapes
+from ..distributed import SINGLE, World
+from . import Arrays, Groups, Pictures, params_text, weight_shapes
 
 
 class Trainer(Protocol):
@@ -68,14 +68,15 @@ class SupervisedRecipe:
     monitor = "loss"
     weight_groups = ("weights",)
 
-    def __init__(self, program: Program, model: Model, train: Train, backend: str, device: str = "cpu"):
+    def __init__(self, program: Program, model: Model, train: Train, backend: str, device: str = "cpu",
+                 world: World = SINGLE):
         self.model, self.train, self.backend, self.device = model, train, backend, device
         self.plan: Plan | None = None
         self.dataset: Dataset | None = None
         self.trainer: Trainer | None = None
         self.splits: dict[str, Any] = {}
-        self.world = SINGLE
-        self.pictures = Pictures()  # none of its own; kept for the shared gating
+        self.world = world
+        self.pictures = Pictures(world.chief)  # the autoencoder draws; only the chief
 
     @property
     def metrics(self) -> tuple[str, ...]:
@@ -108,7 +109,8 @@ class SupervisedRecipe:
 
     def start(self, groups: Groups | None) -> None:
         weights = groups["weights"] if groups else init_weights(self.model, self.train.seed)
-        self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, **trainer_options(self))
+        self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, device=self.device,
+                                                           world=self.world)
         if groups:
             self.trainer.set_optimizer_state(groups["optimizer"])
         self.splits = self.place()
