@@ -31,6 +31,7 @@ class Block:
     signature: Signature
     scope: Scope
     user_names: frozenset[str]  # layer names written in the body (auto names go around them)
+    broken: bool = False  # its parameter list was wrong (reported there): calls stay silent
 
     @property
     def name(self) -> str:
@@ -65,8 +66,10 @@ def define(item: ast.BlockDef, scope: Scope, table: BlockTable, evaluator: Evalu
         out.error(f"'{item.name}' is a keyword and cannot name a block", item.name_span,
                   f"call it, e.g., {item.name}_block")
         return
-    signature = Signature(item.name, _parameters(item, scope, evaluator))
-    table.blocks[item.name] = Block(item, signature, scope.snapshot(), frozenset(user_names(item.body, out)))
+    params = _parameters(item, scope, evaluator)
+    broken = len(params) < len(item.params)
+    table.blocks[item.name] = Block(item, Signature(item.name, params), scope.snapshot(),
+                                    frozenset(user_names(item.body, out)), broken)
     for s in _statements(item.body):
         if isinstance(s, ast.Input):
             out.error("a block has no input line", s.span,
@@ -81,7 +84,13 @@ def _parameters(item: ast.BlockDef, scope: Scope, evaluator: Evaluator) -> tuple
             continue
         seen.add(p.name)
         default = REQUIRED
-        if p.default is not None:
+        used = _parameter_in(p.default, item, scope) if p.default is not None else None
+        if used is not None:
+            out.error(f"the default of '{p.name}' uses the parameter '{used.name}'", used.span,
+                      "defaults are evaluated where the block is defined, from lets only (as in Python); "
+                      f"pass {p.name} at the call, or define the value with `let`")
+            default = FAILED
+        elif p.default is not None:
             try:
                 default = evaluator.eval(p.default, scope)
             except Reported:
@@ -92,6 +101,24 @@ def _parameters(item: ast.BlockDef, scope: Scope, evaluator: Evaluator) -> tuple
             default = FAILED  # calls stay silent: the definition is what is wrong
         args.append(Arg(p.name, "value", default, positional=True))
     return tuple(args)
+
+
+def _parameter_in(expr, item: ast.BlockDef, scope: Scope) -> ast.Name | None:
+    """The first name in a default's expression that is one of the block's own
+    parameters and not a constant (which a parameter would not shadow there)."""
+    params = {q.name for q in item.params}
+    stack = [expr]
+    while stack:
+        e = stack.pop()
+        if isinstance(e, ast.Name) and e.name in params and e.name not in scope:
+            return e
+        if isinstance(e, ast.BinOp):
+            stack += [e.right, e.left]
+        elif isinstance(e, ast.Unary):
+            stack.append(e.operand)
+        elif isinstance(e, ast.ListExpr):
+            stack += reversed(e.items)
+    return None
 
 
 def _statements(body: tuple):

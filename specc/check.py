@@ -91,8 +91,9 @@ class _FileChecker:
     def declare_model(self, item: ast.ModelDef) -> bool:
         if item.name in self.result.model_spans:
             at = self.result.model_spans[item.name]
+            imported = " (imported models included)" if at.file != item.span.file else ""
             self.out.error(f"model '{item.name}' is already defined on {where(at, self.filename)}", item.name_span,
-                           "model names must be unique in a file")
+                           "model names must be unique in a file" + imported)
             return False
         self.result.model_spans[item.name] = item.span
         return True

@@ -153,6 +153,8 @@ class GraphBuilder:
     def block_call(self, s: ast.LayerStmt, x: Value, ctx: Context) -> Value:
         block = self.blocks[s.call.name]
         call = ctx.names.user(s, self.out) if s.name else ctx.names.auto(block.name)
+        if block.broken:  # its parameter list is what is wrong, reported at the definition
+            return self.unknown(x)
         args = self.binder.bind(block.signature, s.call.args, s.call.span, ctx.scope)
         if block.name in ctx.calls:  # a cycle, reported with the block definitions
             return self.unknown(x)

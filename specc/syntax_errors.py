@@ -84,12 +84,16 @@ def syntax_diagnostic(err: UnexpectedInput, text: str, filename: str, original: 
         return Diagnostic("unexpected end of file" + _expected(expected), Span.point(filename, line, col), hint)
 
     tok = err.token
-    expected = err.accepts or err.expected
+    expected = set(err.accepts or err.expected)
+    if tok.type == "NAME" and tok == "shortcut":
+        expected.discard("SHORTCUT")  # it was read as a name because no '{' follows
     span = Span(filename, tok.line, tok.column, tok.end_line, tok.end_column) if tok.type != "_NL" \
         else Span.point(filename, line, col)
     message = f"unexpected {_shown(tok)}" + _expected(expected)
-    hint = None
-    if "RPAR" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB") and tok.line > _open_line(err):
+    hint = _graph_hint(tok, expected, text)
+    if hint is not None:
+        pass
+    elif "RPAR" in expected and tok.type in ("NAME", "NUMBER", "STRING", "LSQB") and tok.line > _open_line(err):
         unclosed = _unclosed_bracket(text[: tok.start_pos]) if tok.start_pos is not None else None
         where = f"on line {unclosed[1]}" if unclosed and unclosed[0] == "(" else "on an earlier line"
         hint = f"the '(' {where} is never closed; add a ')'"
@@ -106,6 +110,40 @@ def syntax_diagnostic(err: UnexpectedInput, text: str, filename: str, original: 
     elif tok.type in ("RSQB", "RPAR", "RBRACE"):
         hint = "brackets must be balanced"
     return Diagnostic(message, span, hint)
+
+
+def _word_before(tok: Token, text: str) -> str:
+    """The identifier just before the token on its line ('' if none)."""
+    start = tok.start_pos if tok.start_pos is not None else 0
+    before = text[text.rfind("\n", 0, start) + 1 : start].rstrip()
+    i = len(before)
+    while i and (before[i - 1].isalnum() or before[i - 1] == "_"):
+        i -= 1
+    return before[i:]
+
+
+def _graph_hint(tok: Token, expected: set, text: str) -> str | None:
+    """Hints for the version-2 forms (residual, shortcut, repeat, concat, branch, block)."""
+    if tok.type == "NAME" and tok == "shortcut" and "RBRACE" in expected:
+        return "a shortcut takes a body: `residual { ... } shortcut { ... }`"
+    if tok.type == "NAME" and "BRANCH" in expected:
+        return "inside concat { ... } each path is written `branch { ... }`"
+    if tok.type == "BRANCH":
+        return "`branch { ... }` goes inside `concat { ... }`"
+    if tok.type == "BLOCK" and "INPUT" in expected:
+        return "blocks are defined at file level, outside any model, and called inside it"
+    if tok.type == "LBRACE":
+        word = _word_before(tok, text)
+        if word == "repeat":
+            return "repeat needs a count: `repeat N { ... }`"
+        if word == "shortcut":
+            return "`shortcut { ... }` follows a `residual { ... }` (on the line of its '}' or the next)"
+    if _word_before(tok, text) == "import":
+        return 'import takes a quoted path relative to this file: import "other.spec"'
+    start = tok.start_pos or 0
+    if expected == {"LBRACE"} and text[text.rfind("\n", 0, start) + 1 : start].lstrip().startswith("block"):
+        return "a block's layers go in braces: `block NAME(params) { ... }`"
+    return None
 
 
 def _unclosed_bracket(text: str) -> tuple[str, int] | None:
