@@ -235,6 +235,24 @@ def words():
     return keras.Model(inputs, L.Concatenate(axis=2, name="concat_2")([a, b]))
 
 
+# ---------------------------------------------------------------- judge_layout.spec
+
+
+def layout():
+    x = inputs = keras.Input((3, 6, 8))
+    x = conv("conv2d_1", 4, 3, padding="same")(x)
+    a, b = dense("dense_1", 5, activation="relu")(x), conv("conv2d_2", 4, (1, 4))(x)
+    x = L.Concatenate(axis=3, name="concat_1")([a, b])
+    x = L.Add(name="add_1")([bn("batch_norm_1")(dense("dense_2", 10)(x)), x])
+    x = L.Reshape((4, 60), name="reshape_1")(x)
+    lstm = L.LSTM(3, return_sequences=True, kernel_initializer="zeros", recurrent_initializer="zeros", name="lstm_1")
+    x = L.Concatenate(axis=2, name="concat_2")([lstm(x), dense("dense_3", 4)(x)])
+    x = L.Reshape((1, 4, 7), name="reshape_2")(x)
+    x = L.Add(name="add_2")([conv("conv2d_3", 2, 3, padding="same")(x), conv("conv2d_4", 2, 1, use_bias=False)(x)])
+    x = L.GlobalAveragePooling2D(CF, name="global_avg_pool_1")(x)
+    return keras.Model(inputs, dense("dense_4", 3)(x))
+
+
 ORACLES = {
     ("judge_wide", "wrn"): wrn,
     ("judge_incept", "incept"): incept,
@@ -246,6 +264,7 @@ ORACLES = {
     ("judge_imp", "headless"): headless,
     ("judge_mlp", "mlp"): mlp,
     ("judge_words", "words"): words,
+    ("judge_layout", "layout"): layout,
 }
 
 
