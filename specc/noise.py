@@ -119,18 +119,18 @@ def _open_unit(ops, word):
 
 
 def _shape_of(ops, step, shape) -> tuple[int, ...]:
-    return tuple(ops.shape(step)) + tuple(int(d) for d in shape)
+    return tuple(ops.shape(step)) + tuple([int(d) for d in shape])
 
 
 def uniform_with(ops, seed: int, stream: int, step, shape):
-    n = math.prod(int(d) for d in shape)
+    n = math.prod([int(d) for d in shape])  # a list, not a generator: torch.compile traces it
     word = bits_with(ops, seed, stream, step, n)
     return ops.reshape(_open_unit(ops, word), _shape_of(ops, step, shape))
 
 
 def gaussian_with(ops, seed: int, stream: int, step, shape):
     """Standard normals (float32) by Box-Muller over counter pairs (2j, 2j+1)."""
-    n = math.prod(int(d) for d in shape)
+    n = math.prod([int(d) for d in shape])  # a list, not a generator: torch.compile traces it
     w_radius, w_angle = _pair_words(ops, seed, stream, step, n)
     u = _open_unit(ops, w_radius)
     a = ops.mul_f(ops.to_float(ops.shr(w_angle, 8)), INV_2_24)

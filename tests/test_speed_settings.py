@@ -340,3 +340,35 @@ def test_compile_trains_to_the_same_weights():
     _, fast = _torch_trainer(compiled=True)
     for key in plain:
         np.testing.assert_allclose(fast[key], plain[key], rtol=1e-5, atol=1e-6, err_msg=key)
+
+
+def test_dropout_is_one_graph_for_torch_compile():
+    """--compile: the counter-based dropout traces into the network's graph
+    (no graph break) once, not once per step (an int step in the graph was a
+    constant: every step recompiled until torch gave up), and its masks are
+    the eager network's."""
+    torch = pytest.importorskip("torch")
+    import torch._dynamo
+    from torch._dynamo.testing import CompileCounter
+
+    from specc.plan import make_plan
+    from training_specs import SMALL_CNN
+
+    program = specc.loads(SMALL_CNN.format(epochs=1))
+    model, train = program["m"], program.trains["m"]
+    trainer = specc.backend.get("torch").trainer(model, make_plan(model, train, 384, "categorical"),
+                                                 init_weights(model, 0))
+    torch._dynamo.reset()
+    counter = CompileCounter()
+    compiled = torch.compile(trainer.net, backend=counter, fullgraph=True, dynamic=False)  # a break raises
+    x = torch.as_tensor(batch(model, 32))
+    with torch.no_grad():
+        for step in range(4):
+            trainer.clock.at(step, 0, 32)
+            got, want = compiled(x), trainer.net(x)
+            torch.testing.assert_close(got, want, rtol=0, atol=0)
+            if step:
+                assert not torch.equal(got, first), "the masks did not change with the step"
+            else:
+                first = got
+    assert counter.frame_count == 1

@@ -117,7 +117,7 @@ class GanTrainer:
         gan_pair.check_gan_pair(generator, discriminator, latent)
         self.plan, self.latent, self.world = plan, int(latent), world
         self.device = device_of(device)
-        self.clock = parallel.DropoutClock(plan.seed, plan.batch)
+        self.clock = parallel.DropoutClock(plan.seed, plan.batch, self.device)
         self.g = _Side(generator, g_weights, plan, self.device, self.clock, 0, logits=False, world=world)
         self.d = _Side(discriminator, d_weights, plan, self.device, self.clock, self.g.next_slot, logits=True,
                        world=world)

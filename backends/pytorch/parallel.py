@@ -240,18 +240,22 @@ class DropoutClock:
     the rows [lo, hi) of the global batch this rank holds, and which forward
     of the step it is. One clock per trainer, set before each forward."""
 
-    def __init__(self, seed: int, batch: int):
+    def __init__(self, seed: int, batch: int, device: torch.device | str = "cpu"):
         self.seed, self.batch = int(seed), int(batch)
         self.step, self.lo, self.hi, self.forward = 0, 0, 0, 0
+        # step * batch as a tensor, written in place: torch.compile treats an
+        # int attribute as a constant and would recompile at every step
+        self.offset = torch.zeros([], dtype=torch.int64, device=device)
 
     def at(self, step: int, lo: int, hi: int, forward: int = 0) -> None:
         if not 0 <= forward < FORWARDS:
             raise ValueError(f"forward {forward} of a step: at most {FORWARDS}")
         self.step, self.lo, self.hi, self.forward = int(step), int(lo), int(hi), int(forward)
+        self.offset.fill_(self.step * self.batch)  # no host sync
 
     def keys(self, device: torch.device) -> torch.Tensor:
         """One noise key per sample: step * batch + j (j global), so sample j of step s always draws the same."""
-        return torch.arange(self.lo, self.hi, dtype=torch.int64, device=device) + self.step * self.batch
+        return torch.arange(self.lo, self.hi, dtype=torch.int64, device=device) + self.offset.to(device)
 
 
 def dropout_stream(slot: int, forward: int) -> int:

@@ -146,7 +146,7 @@ class Trainer:
         self.device = device_of(device)
         net = build_net(model)
         net.load_state_dict(convert.to_native(model, weights), strict=True)
-        self.clock = parallel.DropoutClock(plan.seed, plan.batch)
+        self.clock = parallel.DropoutClock(plan.seed, plan.batch, self.device)
         parallel.seeded_dropout(net, self.clock)
         parallel.global_batch_norm(net, world)
         if plan.fused:
