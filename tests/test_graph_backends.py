@@ -13,8 +13,8 @@ import copy
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
-jax = pytest.importorskip("jax")
+import torch
+import jax
 
 import specc  # noqa: E402
 from backend_cases import GRAPHS, perturbed_weights, sample_input  # noqa: E402

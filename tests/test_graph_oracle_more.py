@@ -23,10 +23,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-keras = pytest.importorskip("keras")
-pytest.importorskip("torch")
-pytest.importorskip("jax")
-
+import keras
+import torch  # noqa: F401
+import jax  # noqa: F401
 import specc  # noqa: E402
 from backend_cases import perturbed_weights, sample_input  # noqa: E402
 from keras_twins import load_canonical  # noqa: E402

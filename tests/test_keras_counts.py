@@ -16,8 +16,7 @@ from pathlib import Path
 
 import pytest
 
-pytest.importorskip("keras")
-
+import keras  # noqa: F401
 import specc  # noqa: E402
 from keras_twins import build_twin, keras_name, padding_word  # noqa: E402
 

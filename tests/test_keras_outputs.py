@@ -16,10 +16,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("keras")
-pytest.importorskip("torch")
-pytest.importorskip("jax")
-
+import keras  # noqa: F401
+import torch  # noqa: F401
+import jax  # noqa: F401
 import specc  # noqa: E402
 from backend_cases import MODELS, SOURCES, perturbed_weights, sample_input  # noqa: E402
 from keras_twins import build_twin, load_canonical  # noqa: E402

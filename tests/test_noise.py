@@ -71,7 +71,7 @@ def test_a_block_of_steps_is_each_step_stacked(backend):
 
 
 def test_jax_draws_inside_jit_from_a_traced_step():
-    jax = pytest.importorskip("jax")
+    import jax
     from specc.backends.jax_flax import noise as jax_noise
 
     draw = jax.jit(lambda step: jax_noise.gaussian(5, 1, step, (16, 8)))

@@ -22,8 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-pytest.importorskip("jax")
-
+import jax  # noqa: F401
 from specc.distributed import DistributedError  # noqa: E402
 from specc.weights import load_weights  # noqa: E402
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-torch = pytest.importorskip("torch")
+import torch
 
 import importlib  # noqa: E402
 

@@ -27,7 +27,8 @@ from dataclasses import replace
 import numpy as np
 import pytest
 
-jax = pytest.importorskip("jax")
+import jax
+
 jnp = jax.numpy
 
 import specc  # noqa: E402

@@ -12,9 +12,9 @@ import pytest
 
 from specc.runner import Interrupted, Options, evaluate_weights, train_model
 
-pytest.importorskip("jax")
-pytest.importorskip("torch")
-pytest.importorskip("matplotlib")
+import jax  # noqa: F401
+import torch  # noqa: F401
+import matplotlib  # noqa: F401
 
 BACKENDS = ("jax", "torch")
 

@@ -24,7 +24,8 @@ import pytest
 import specc
 from specc.weights import init_weights
 
-jax = pytest.importorskip("jax")
+import jax
+
 jnp = jax.numpy
 lax = jax.lax
 
@@ -112,7 +113,7 @@ model m {
 
 
 def test_model_gradients_match_torch_through_tiled_pools():
-    torch = pytest.importorskip("torch")  # noqa: F841
+    import torch  # noqa: F841
     model = model_of(CONV)
     weights = init_weights(model, 3)
     x = batch(model, 8)
@@ -276,7 +277,7 @@ def _torch_trainer(channels_last: bool = False, compiled: bool = False):
     """Four steps of the torch trainer with the speed options applied as the
     trainer will apply them (speed.Speed: the net before the first step, the
     stored split, the gather and the forward of full batches)."""
-    torch = pytest.importorskip("torch")
+    import torch
     from specc.backends.pytorch import speed
     from specc.plan import make_plan
 
@@ -315,7 +316,7 @@ def test_channels_last_trains_to_the_same_weights():
 
 
 def test_channels_last_gather_keeps_the_format():
-    torch = pytest.importorskip("torch")
+    import torch
     from specc.backends.pytorch import speed
 
     x = speed.channels_last_data(torch.randn(6, 3, 4, 5))
@@ -325,7 +326,7 @@ def test_channels_last_gather_keeps_the_format():
 
 
 def test_compile_falls_back_with_a_reason(monkeypatch):
-    pytest.importorskip("torch")
+    import torch  # noqa: F401
     from specc.backends.pytorch import speed
 
     monkeypatch.setattr(speed, "compiler_problem", lambda device="cpu": "no C++ compiler found")
@@ -347,7 +348,7 @@ def test_dropout_is_one_graph_for_torch_compile():
     (no graph break) once, not once per step (an int step in the graph was a
     constant: every step recompiled until torch gave up), and its masks are
     the eager network's."""
-    torch = pytest.importorskip("torch")
+    import torch
     import torch._dynamo
     from torch._dynamo.testing import CompileCounter
 
