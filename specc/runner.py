@@ -154,7 +154,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
                 f"run directory {run_dir.path}")
     if start.note:
         view.note(start.note)
-    speed = _speed_text(recipe)
+    speed = recipe.speed_settings()
     if speed:
         view.note(f"speed settings: {speed}")
     settings = Settings(train.epochs, plan.steps_per_epoch, plan.batch, train.seed, len(dataset.x_train),
@@ -198,12 +198,6 @@ def _devices_text(world: World) -> str:
     return f" split over {world.devices} devices{per}"
 
 
-def _speed_text(recipe: Recipe) -> str | None:
-    """The trainer's speed and precision settings in words (the header and result.json)."""
-    describe = getattr(getattr(recipe, "trainer", None), "describe_speed", None)
-    return describe() if describe else None
-
-
 def _no_save(*args, **kwargs) -> None:
     """Checkpoints of a data-parallel run are the chief's to write."""
 
@@ -234,7 +228,7 @@ def _finish(recipe: Recipe, outcome: Outcome, run_dir: RunDir, view: Progress, o
         "stopped_early": outcome.stopped_early,
         "device": opts.device,
         "precision": opts.precision,
-        "speed_settings": _speed_text(recipe),
+        "speed_settings": recipe.speed_settings(),
         **world.to_dict(),
     }
     run_dir.write_result(result)

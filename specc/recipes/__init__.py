@@ -55,6 +55,7 @@ class Recipe(Protocol):
     def step(self, i: int) -> None: ...  # asynchronous: never waits for the device
     def pull(self) -> dict: ...  # metric means since the last pull, samples, bad_step (-1: none), bad_value
     def evaluate(self, split: str) -> dict | None: ...  # metric -> value on "val"/"test"; None without the split
+    def speed_settings(self) -> str: ...  # the trainer's speed and precision settings in words (after start)
     def checkpoint(self) -> Groups: ...
     def weights(self) -> Groups: ...  # the weight groups only
     def set_weights(self, groups: Groups) -> None: ...

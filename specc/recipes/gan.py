@@ -125,6 +125,9 @@ class GanRecipe:
     def evaluate(self, split: str) -> dict | None:
         return None
 
+    def speed_settings(self) -> str:
+        return self.trainer.describe_speed()
+
     def checkpoint(self) -> Groups:
         weights, states = self.trainer.get_weights(), self.trainer.get_optimizer_state()
         return {**{role: weights[role] for role in ROLES}, **{f"{role}_optimizer": states[role] for role in ROLES}}

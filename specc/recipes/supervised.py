@@ -34,6 +34,7 @@ class Trainer(Protocol):
     def set_weights(self, weights: dict[str, np.ndarray]) -> None: ...
     def get_optimizer_state(self) -> dict[str, np.ndarray]: ...  # canonical: "<opt>/<slot>/<weight key>", "<opt>/step"
     def set_optimizer_state(self, state: dict[str, np.ndarray]) -> None: ...  # RunError naming a key that does not fit
+    def describe_speed(self) -> str: ...  # the speed and precision settings in effect, in words
 
 
 def prepare_targets(model: Model, train: Train, y: np.ndarray) -> np.ndarray:
@@ -138,6 +139,9 @@ class SupervisedRecipe:
             return None
         result = self.trainer.evaluate(self.splits[split], self.plan.batch)
         return {name: result[name] for name in self.metrics}
+
+    def speed_settings(self) -> str:
+        return self.trainer.describe_speed()
 
     def checkpoint(self) -> Groups:
         return {"weights": self.trainer.get_weights(), "optimizer": self.trainer.get_optimizer_state()}
