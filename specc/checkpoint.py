@@ -55,7 +55,7 @@ class Checkpoint:
         arrays = self.groups.get(group)
         if arrays is None:
             raise damaged(self.file(group), "is missing")
-        problem = _shape_problem(arrays, shapes)
+        problem = _shape_problem(arrays, shapes) or _value_problem(arrays)
         if problem:
             raise damaged(self.file(group), f"does not hold {what}: {problem}")
         return arrays
@@ -178,6 +178,23 @@ def _shape_problem(arrays: Mapping[str, np.ndarray], shapes: Mapping[str, tuple[
             return f"it has no {key}"
         if tuple(np.shape(arrays[key])) != tuple(shape):
             return f"{key} has shape {list(np.shape(arrays[key]))}, expected {list(shape)}"
+    return None
+
+
+def _value_problem(arrays: Mapping[str, np.ndarray]) -> str | None:
+    """The first array whose values no run saves: weights and moments are
+    finite floats, step counts non-negative integers. A trainer would carry a
+    NaN on and blame the learning rate, or fail on a negative step."""
+    for key, array in arrays.items():
+        kind = array.dtype.kind
+        if kind not in "fiu" and array.dtype.name != "bfloat16":
+            return f"{key} holds {array.dtype} values, not numbers"
+        if kind == "i" and array.size and array.min() < 0:
+            return f"{key} holds a negative count ({array.min()})"
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf: damage, said below
+            finite = kind in "iu" or np.isfinite(np.asarray(array, np.float32)).all()
+        if not finite:
+            return f"{key} holds NaN or infinite values"
     return None
 
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from .data import DataError, Dataset, _args, _check_split, _split_and_limit
+from .validate import LABELS_MISFIT
 
 _ZIP_MAGIC = (b"PK\x03\x04", b"PK\x05\x06")  # a zip member first, or an empty archive
 _NPY_MAGIC = b"\x93NUMPY"
@@ -25,8 +26,10 @@ def _npz_kind(path: Path) -> None:
     guesses at it (numpy would call a text file 'pickled data')."""
     if path.is_dir():
         raise DataError(f"{path} is a directory, not a .npz file")
-    if not path.is_file():
+    if not path.exists():
         raise DataError(f"{path}: no such file" + ("" if path.is_absolute() else f" (in {Path.cwd()})"))
+    if not path.is_file():  # a FIFO or a device would block or stream forever
+        raise DataError(f"{path} is not a regular file, not a .npz file")
     try:
         with path.open("rb") as f:
             head = f.read(6)
@@ -39,6 +42,12 @@ def _npz_kind(path: Path) -> None:
         raise DataError(f"{path}: not a .npz file (a .npz is a zip archive of arrays, as np.savez writes)")
 
 
+def _first_line(err: Exception) -> str:
+    """An exception's message as one line (numpy's run over several)."""
+    lines = str(err).strip().splitlines()
+    return lines[0].rstrip(".") if lines else type(err).__name__
+
+
 def _read_npz(path: Path) -> dict[str, np.ndarray]:
     """Every array of a .npz file; a damaged archive or array, or one holding
     Python objects (which would need pickle), is a DataError naming it."""
@@ -46,28 +55,29 @@ def _read_npz(path: Path) -> dict[str, np.ndarray]:
     try:
         z = np.load(path, allow_pickle=False)
     except Exception as e:  # noqa: BLE001 - zip errors of every kind
-        raise DataError(f"{path}: not a readable .npz file ({e})") from None
+        raise DataError(f"{path}: not a readable .npz file ({_first_line(e)})") from None
     found = {}
     with z:
         for key in z.files:
             try:
                 found[key] = z[key]
             except ValueError as e:
-                if "allow_pickle" in str(e):
+                # numpy names allow_pickle both for object arrays and for a header over its size limit
+                if "Object arrays" in str(e):
                     raise DataError(f"{path}: '{key}' holds Python objects (dtype object), which specc never "
                                     f"loads (no pickle)", "store numbers: np.asarray(values, dtype='float32')"
                                     ) from None
-                raise DataError(f"{path}: '{key}' is damaged ({e})") from None
+                raise DataError(f"{path}: '{key}' is damaged ({_first_line(e)})") from None
             except MemoryError:
                 raise DataError(f"{path}: '{key}' is damaged (its header claims more memory than there is)") from None
             except Exception as e:  # noqa: BLE001 - truncated or corrupt members
-                raise DataError(f"{path}: '{key}' is damaged ({e or type(e).__name__})") from None
+                raise DataError(f"{path}: '{key}' is damaged ({_first_line(e)})") from None
             if not isinstance(found[key], np.ndarray):  # a member that is not a .npy file comes back as bytes
                 raise DataError(f"{path}: '{key}' is not a .npy array")
     return found
 
 
-def _fits_dtype(path: Path, key: str, array: np.ndarray, dtype: np.dtype) -> None:
+def _fits_dtype(path: Path, key: str, array: np.ndarray, dtype: np.dtype, why: str = "") -> None:
     """Values must survive the cast to the model's dtype: no silent integer
     wrap-around, no finite float turned infinite."""
     if dtype.kind not in "iuf" or array.dtype.kind not in "iuf" or array.size == 0:
@@ -83,7 +93,7 @@ def _fits_dtype(path: Path, key: str, array: np.ndarray, dtype: np.dtype) -> Non
     if outside.any():
         index = np.unravel_index(int(np.argmax(outside)), array.shape)
         raise DataError(f"{path}: {key}[{', '.join(str(int(i)) for i in index)}] is {array[index]}, "
-                        f"which does not fit {dtype}")
+                        f"which does not fit {dtype}{why}")
 
 
 def _inputs(path: Path, key: str, x: np.ndarray, shape: tuple[int, ...], xdtype: np.dtype) -> np.ndarray:
@@ -101,14 +111,15 @@ def _inputs(path: Path, key: str, x: np.ndarray, shape: tuple[int, ...], xdtype:
 def _targets(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
     """Class ids as int32, other targets as float32."""
     xkey = "x_" + key.removeprefix("y_")
-    if y.ndim == 0 or len(y) != n:
-        raise DataError(f"{path}: '{key}' has {y.shape[0] if y.ndim else 0} entries, but '{xkey}' has {n}")
-    if y.dtype.kind in "biu":
-        _fits_dtype(path, key, y, np.dtype(np.int32))
-        return y.astype(np.int32)
-    if y.dtype.kind == "f":
-        _fits_dtype(path, key, y, np.dtype(np.float32))
-        return y.astype(np.float32, copy=False)
+    if y.ndim == 0:
+        raise DataError(f"{path}: '{key}' is a single value, not one label per sample of '{xkey}': {LABELS_MISFIT}")
+    if len(y) != n:
+        raise DataError(f"{path}: '{key}' has {len(y)} entries, but '{xkey}' has {n}: {LABELS_MISFIT}",
+                        "x and y of a split hold the same samples, in the same order")
+    if y.dtype.kind in "biuf":
+        dtype = np.dtype(np.float32 if y.dtype.kind == "f" else np.int32)
+        _fits_dtype(path, key, y, dtype, f": {LABELS_MISFIT}")
+        return y.astype(dtype, copy=False)
     raise DataError(f"{path}: '{key}' holds {y.dtype} values, not numbers: the labels do not fit the model",
                     "class ids are integers from 0; other targets are floats")
 

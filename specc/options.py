@@ -172,3 +172,55 @@ RECIPE_LOSS = {"gan": "binary_cross_entropy"}
 AUTOENCODER_LOSSES = ("binary_cross_entropy", "mse", "mae")
 DEFAULTS = {"optimizer": "adam", "batch": 32, "epochs": 1, "metrics": (), "seed": 0, "schedule": "constant",
             "patience": None}
+
+
+# ---------------------------------------------------------------- a train block read back
+
+
+def _call_problem(kind: str, call: Any, table: dict[str, Signature]) -> str | None:
+    if call.name not in table:
+        return f"unknown {kind} {call.name!r}"
+    signature = table[call.name]
+    for key, value in call.args.items():
+        if key not in signature:
+            return f"{call.name}() has no argument {key!r}"
+        kind_of = ARG_TYPES[key]
+        if value is None and signature[key] is None:
+            continue  # a default left for fill_derived
+        try:
+            if kind_of == "bool" or kind_of == "model":
+                if not isinstance(value, bool if kind_of == "bool" else str):
+                    return f"{call.name}({key}={value!r}) is not {'true or false' if kind_of == 'bool' else 'a name'}"
+            else:
+                CONVERTERS[kind_of](value, key)
+        except LayerError as err:
+            return f"{call.name}(): {err.message}"
+    missing = [key for key, default in signature.items() if default is REQUIRED and key not in call.args]
+    return f"{call.name}() lacks {missing[0]}" if missing else None
+
+
+def saved_train_problem(train: Any) -> str | None:
+    """What a train block read back from a run directory holds that the
+    checker never lets through (the file was edited or damaged), or None.
+    The same tables and ranges as a spec's train block."""
+    for key in ("batch", "epochs", "seed", "patience"):
+        value = getattr(train, key)
+        if key == "patience" and value is None:
+            continue
+        if isinstance(value, bool) or not isinstance(value, int) or value < (0 if key == "seed" else 1):
+            return f"{key} is {value!r}, not a {'non-negative' if key == 'seed' else 'positive'} integer"
+    if train.loss not in LOSSES:
+        return f"unknown loss {train.loss!r}"
+    if not isinstance(train.metrics, tuple) or any(m not in METRICS for m in train.metrics):
+        return f"unknown metrics {list(train.metrics)!r}"
+    calls = [("data set", train.data, DATASETS), ("optimizer", train.optimizer, OPTIMIZERS),
+             ("schedule", train.schedule, SCHEDULES)]
+    if train.recipe is not None:
+        calls.append(("recipe", train.recipe, RECIPES))
+    for kind, call, table in calls:
+        if not isinstance(call.name, str) or not hasattr(call.args, "items"):
+            return f"a malformed {kind}"
+        problem = _call_problem(kind, call, table)
+        if problem:
+            return problem
+    return None

@@ -14,10 +14,12 @@ import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from .checkpoint import POINTER, STATE, Checkpoint, damaged, load_checkpoint, read_json, write_atomic
 from .errors import UserError
 from .ir import Model, Train
+from .options import ARG_TYPES, FUSED_ACTIVATION, saved_train_problem
 
 RUN_INFO = "run.json"
 METRICS = "metrics.jsonl"
@@ -118,6 +120,19 @@ def open_resume(run_dir: Path, model: Model) -> Resumed:
         saved = read_json(source)
     else:
         source, saved = resume.folder / STATE, resume.state["run"]
+    train = _saved_train(source, saved)
+    if resume is not None:
+        _check_history(resume)
+    _check_metrics(run_dir / METRICS)
+    if saved["model"] != model.name:
+        raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}",
+                       f"resume it with --model {saved['model']}, or give another run directory")
+    _check_model(run_dir, saved, train, model)
+    return Resumed(resume, saved, train)
+
+
+def _saved_train(source: Path, saved: Any) -> Train:
+    """The train block a run was started with, as the checker would pass it."""
     try:
         train = Train.from_dict(saved["train"])
         backends_used = saved.get("backends", [])
@@ -126,7 +141,110 @@ def open_resume(run_dir: Path, model: Model) -> Resumed:
             raise TypeError("model and backends must be names")
     except (KeyError, TypeError, ValueError, AttributeError) as err:
         raise damaged(source, f"does not describe a specc run ({type(err).__name__}: {err})") from None
-    if saved["model"] != model.name:
-        raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}",
-                       f"resume it with --model {saved['model']}, or give another run directory")
-    return Resumed(resume, saved, train)
+    problem = saved_train_problem(train)
+    if problem:
+        raise damaged(source, f"does not describe a specc run (its train block: {problem})")
+    return train
+
+
+def _check_model(run_dir: Path, saved: dict, train: Train, model: Model) -> None:
+    """A model of the same name and weight shapes can still be another model:
+    one whose final activation the run's loss was never checked against."""
+    fused = FUSED_ACTIVATION.get(train.loss)
+    trains_output = train.recipe is None or train.recipe.name == "autoencoder"
+    if fused and trains_output and model.final_activation not in (fused, "linear"):
+        raise RunError(f"{run_dir} trained model {model.name} with {train.loss}, which needs it to end in {fused}, "
+                       f"but this spec's {model.name} ends in {model.final_activation}: not the model the run trained",
+                       f"resume with the spec the run was started with ({saved.get('spec')})")
+
+
+def check_resume_spec(spec_path: str, program: Any, run_dir: str | Path) -> None:
+    """The models a resumed run's recipe names (a GAN's discriminator) are in
+    the spec it is resumed with. Reads only the run's JSON: anything damaged
+    is left for open_resume to name."""
+    run_dir = Path(run_dir)
+    try:
+        pointer = read_json(run_dir / POINTER) if (run_dir / POINTER).is_file() else None
+        if isinstance(pointer, dict) and isinstance(pointer.get("latest"), str):
+            saved = read_json(run_dir / pointer["latest"] / STATE)["run"]
+        else:
+            saved = read_json(run_dir / RUN_INFO)
+        recipe = Train.from_dict(saved["train"]).recipe
+        named = {key: value for key, value in recipe.args.items() if ARG_TYPES.get(key) == "model"} if recipe else {}
+    except (UserError, KeyError, TypeError, ValueError, AttributeError):
+        return
+    for key, name in named.items():
+        if name not in program.models:
+            raise RunError(f"{run_dir} trains {saved.get('model')} with {recipe.name}({key}={name}), but {spec_path} "
+                           f"has no model '{name}'",
+                           f"resume with the spec the run was started with ({saved.get('spec')})")
+
+
+def _check_history(checkpoint: Checkpoint) -> None:
+    """The loop goes on after the checkpoint's epoch with its history: the two
+    must agree, or the resumed run would skip epochs or report wrong ones."""
+    history, epoch = checkpoint.state["history"], checkpoint.state["epoch"]
+    rows = history.get("rows") if isinstance(history, dict) else None
+    if not isinstance(rows, list) or not all(isinstance(row, dict) for row in rows):
+        raise damaged(checkpoint.folder / STATE, "holds a malformed history (its rows are not a list of objects)")
+    if len(rows) != epoch + 1:
+        raise damaged(checkpoint.folder / STATE, f"says epoch {epoch + 1} was the last completed, but its history "
+                                                 f"holds {len(rows)} epoch{'s' if len(rows) != 1 else ''}")
+
+
+def _check_metrics(path: Path) -> None:
+    """The rows the resumed run appends to, and curves.png is drawn from."""
+    if path.exists():  # else made again by the resumed run
+        try:
+            read_metrics(path)
+        except RunError as err:
+            raise RunError(f"cannot resume: {err.message}", "fix or delete that line (the checkpoint keeps every "
+                                                            "epoch's figures), or start a new run with --out NEW_DIR")
+
+
+def read_metrics(path: Path) -> list[dict]:
+    """metrics.jsonl's rows, each with a numeric epoch and loss (a GAN's:
+    d_loss and g_loss); damage is a RunError naming the line."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as err:
+        raise RunError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
+    rows = []
+    for number, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except ValueError:
+            raise RunError(f"{path} line {number} is not valid JSON: the run's metrics are damaged") from None
+        numeric = isinstance(row, dict) and (_numbers(row, "epoch", "loss") or _numbers(row, "epoch", "d_loss", "g_loss"))
+        if not numeric:
+            raise RunError(f"{path} line {number} has no numeric epoch and loss: the run's metrics are damaged")
+        rows.append(row)
+    return rows
+
+
+def _numbers(row: dict, *keys: str) -> bool:
+    return all(isinstance(row.get(k), (int, float)) and not isinstance(row.get(k), bool) for k in keys)
+
+
+def check_plot_runs(run_dirs: list[Any], out: Any) -> None:
+    """Each run directory has readable metrics rows and, when finished, a
+    result naming its model and backend; the picture can be written."""
+    from .validate import validate_picture_out
+
+    for run_dir in map(Path, run_dirs):
+        if not run_dir.is_dir():
+            raise RunError(f"{run_dir}: no such run directory")
+        if not (run_dir / METRICS).is_file():
+            raise RunError(f"{run_dir} is not a run directory (no {METRICS})")
+        read_metrics(run_dir / METRICS)
+        result = run_dir / RESULT
+        if result.is_file():
+            try:
+                info = json.loads(result.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                info = None
+            if not isinstance(info, dict) or not {"model", "backend"} <= set(info):
+                raise RunError(f"{result}: not a readable run result (needs model and backend)")
+    validate_picture_out(out)

@@ -10,7 +10,6 @@ traceback or a silently wrong run. Weight files are checked in specc.weights.
 
 from __future__ import annotations
 
-import json
 import math
 import os
 from pathlib import Path
@@ -101,12 +100,19 @@ def validate_options(opts: Any) -> None:
     validate_seed(opts.seed, "--seed")
     validate_lr(opts.lr)
     validate_choices(opts.backend, opts.device)
+    for flag, value in (("--out", opts.out), ("--resume", opts.resume), ("--data-dir", opts.data_dir)):
+        if value == "":  # would silently mean "no flag" (a new run, runs/...) below
+            raise OptionError(f"{flag} needs a directory, got ''")
     validate_data_dir(opts.data_dir)
     if opts.resume:
         validate_resume_dir(opts.resume)
     if opts.resume and opts.out:
         raise OptionError("--out and --resume cannot be used together",
                           "a resumed run continues in its own directory: drop --out")
+    kept = [f"--{key}" for key in ("batch", "lr", "seed", "limit") if opts.resume and getattr(opts, key) is not None]
+    if kept:  # the runner takes these from the run: given here they would be ignored silently
+        raise OptionError(f"{kept[0]} cannot change a resumed run: it goes on with the values it was started with",
+                          f"drop {kept[0]} (with --resume, --epochs may grow the run), or start a new run")
     validate_parallel(opts)
     precision = getattr(opts, "precision", "f32")
     if precision not in PRECISIONS:
@@ -306,7 +312,7 @@ def _check_y(where: str, name: str, y: np.ndarray, model: Model, loss: str) -> N
     if y.dtype.kind not in "biuf":
         raise DataError(f"{where}: {name} holds {y.dtype} values, not numbers: {LABELS_MISFIT}")
     if y.ndim == 0:
-        raise DataError(f"{where}: {name} is a single value, not one entry per sample")
+        raise DataError(f"{where}: {name} is a single value, not one entry per sample: {LABELS_MISFIT}")
     _check_finite(where, name, y, f"labels must be finite numbers: {LABELS_MISFIT}")
     _TARGET_CHECKS.get(loss, _regression_targets)(where, name, y, model, loss)
 
@@ -329,7 +335,7 @@ def validate_dataset(dataset: Dataset, model: Model, train: Train) -> None:
         if x.ndim == 0 or len(x) == 0:
             raise DataError(f"{where}: x_{split} has no samples")
         if y.ndim and len(y) != len(x):
-            raise DataError(f"{where}: 'y_{split}' has {len(y)} entries, but 'x_{split}' has {len(x)}")
+            raise DataError(f"{where}: 'y_{split}' has {len(y)} entries, but 'x_{split}' has {len(x)}: {LABELS_MISFIT}")
         _check_x(where, f"x_{split}", x, model)
         _check_y(where, f"y_{split}", y, model, train.loss)
 
@@ -347,22 +353,7 @@ def validate_inputs(dataset: Dataset, model: Model, train: Train) -> None:
         _check_x(where, f"x_{split}", x, model)
 
 
-# ---------------------------------------------------------------- plot inputs
-
-
-def _read_json_lines(path: Path) -> list[Any]:
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except (OSError, UnicodeDecodeError) as err:
-        raise RunDirError(f"{path}: cannot read ({getattr(err, 'strerror', None) or err})") from None
-    rows = []
-    for number, line in enumerate(lines, 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except ValueError:
-                raise RunDirError(f"{path}: line {number} is not valid JSON: the run's metrics are damaged") from None
-    return rows
+# ---------------------------------------------------------------- pictures (plot runs: specc.rundir)
 
 
 def validate_picture_out(out: Any, flag: str = "--out") -> None:
@@ -380,33 +371,3 @@ def validate_sample_options(n: Any, seed: Any, out: Any, backend: str, device: s
     validate_seed(seed, "--seed")
     validate_choices(backend, device)
     validate_picture_out(out, "-o")
-
-
-def validate_plot_runs(run_dirs: list[Any], out: Any) -> None:
-    """Each run directory has readable metrics rows (epoch and loss numbers);
-    the picture can be written where asked."""
-    for run_dir in map(Path, run_dirs):
-        if not run_dir.is_dir():
-            raise RunDirError(f"{run_dir}: no such run directory")
-        metrics = run_dir / "metrics.jsonl"
-        if not metrics.is_file():
-            raise RunDirError(f"{run_dir} is not a run directory (no metrics.jsonl)")
-        for number, row in enumerate(_read_json_lines(metrics), 1):
-            if not isinstance(row, dict) or not all(isinstance(row.get(k), (int, float)) for k in ("epoch", "loss")):
-                # A GAN's rows hold d_loss and g_loss instead of loss.
-                if not isinstance(row, dict) or not all(isinstance(row.get(k), (int, float))
-                                                        for k in ("epoch", "d_loss", "g_loss")):
-                    raise RunDirError(f"{metrics}: row {number} has no numeric epoch and loss: "
-                                      f"the run's metrics are damaged")
-        result = run_dir / "result.json"
-        if result.is_file():
-            try:
-                info = json.loads(result.read_text(encoding="utf-8"))
-            except (OSError, ValueError):
-                info = None
-            if not isinstance(info, dict) or not {"model", "backend"} <= set(info):
-                raise RunDirError(f"{result}: not a readable run result (needs model and backend)")
-    target = Path(out)
-    if target.is_dir():
-        raise RunDirError(f"--out {out} is a directory; name the PNG to write, e.g. --out curves.png")
-    validate_picture_out(out)

@@ -114,11 +114,13 @@ def fit_weights(model: Model, weights: Mapping[str, np.ndarray], source: str | P
     check_weights(model, weights, source)
     out = {}
     for key, value in weights.items():
-        if value.dtype.kind != "f":
+        if value.dtype.kind != "f" and value.dtype.name != "bfloat16":  # safetensors' BF16 is an ml_dtypes type
             raise WeightsError(f"{source}: {key} holds {value.dtype} values; weights must be floats")
+        with np.errstate(over="ignore"):  # a float64 beyond float32 becomes inf, refused below
+            value = np.asarray(value, dtype=np.float32)
         if not np.isfinite(value).all():
             raise WeightsError(f"{source}: {key} holds NaN or infinite values: the weights are damaged")
-        out[key] = np.asarray(value, dtype=np.float32)
+        out[key] = value
     return out
 
 

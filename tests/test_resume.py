@@ -226,6 +226,19 @@ def _old_format(path: Path) -> None:  # the optimiser state of specc before it w
     save_file({"opt/0000": np.zeros(1, np.float32), "loop/step": np.zeros(1, np.int64)}, str(path))
 
 
+def _set_values(key: str, value):
+    def damage(path: Path) -> None:
+        from safetensors.numpy import load_file, save_file
+
+        arrays = load_file(str(path))
+        save_file({**arrays, key: np.full_like(arrays[key], value)}, str(path))
+    return damage
+
+
+def _edit_train(**changes):
+    return _edit_json(lambda s: {**s, "run": {**s["run"], "train": {**s["run"]["train"], **changes}}})
+
+
 STATE, WEIGHTS, OPTIMIZER = (f"checkpoint-0001/{name}" for name in
                              ("state.json", "weights.safetensors", "optimizer.safetensors"))
 DAMAGE = {  # case: (file, how it is damaged, what the message says)
@@ -247,6 +260,18 @@ DAMAGE = {  # case: (file, how it is damaged, what the message says)
     "optimizer state of the wrong shape": (OPTIMIZER, _set_array("adam/v/conv2d_1/kernel", (4,)),
                                            r"adam/v/conv2d_1/kernel has shape \[4\]"),
     "optimizer state of another layout": (OPTIMIZER, _old_format, "unexpected (loop/step|opt/0000)"),
+    # values no run saves: a trainer would carry them on (and blame the learning rate) or fail on them
+    "weights hold NaN": (WEIGHTS, _set_values("dense_1/kernel", np.nan), "dense_1/kernel holds NaN or infinite"),
+    "a negative step count": (OPTIMIZER, _set_values("adam/step", -5), r"adam/step holds a negative count \(-5\)"),
+    # a hand-edited state.json: what the checker never lets through
+    "state has an unknown optimizer": (STATE, _edit_train(optimizer={"name": "nope", "args": {}}),
+                                       "its train block: unknown optimizer 'nope'"),
+    "state has a negative batch": (STATE, _edit_train(batch=-1),
+                                   "its train block: batch is -1, not a positive integer"),
+    "state has an optimizer argument out of range": (STATE, _edit_train(optimizer={"name": "adam", "args": {"lr": -2}}),
+                                                "adam\\(\\): lr must be positive"),
+    "state says a later epoch": (STATE, _edit_json(lambda s: {**s, "epoch": 6}),
+                                 "says epoch 7 was the last completed, but its history holds 1 epoch"),
 }
 
 
@@ -305,6 +330,78 @@ def test_the_cli_reports_a_damaged_run_in_one_line(finished_run, tmp_path, capsy
     lines = err.strip().splitlines()
     assert lines[0].startswith("specc: error: ") and str(damaged) in lines[0]
     assert "Traceback" not in err and all(line.startswith(("specc: error: ", "hint: ")) for line in lines)
+
+
+def _snapshot(run_dir: Path) -> dict[str, bytes]:
+    return {str(f.relative_to(run_dir)): f.read_bytes() for f in sorted(run_dir.rglob("*")) if f.is_file()}
+
+
+def test_damaged_metrics_rows_are_refused_before_the_run_goes_on(finished_run, tmp_path, capsys):
+    from specc.cli import main
+
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    (run_dir / "metrics.jsonl").write_text('{"epoch": 1, "loss": 0.5}\nnot json\n')
+    before = _snapshot(run_dir)
+    status = main(["train", _spec_of(run_dir), "--resume", str(run_dir), "--epochs", "2", "--quiet"])
+    err = capsys.readouterr().err
+    assert status == 1 and err.startswith(f"specc: error: cannot resume: {run_dir / 'metrics.jsonl'} line 2 "), err
+    assert "Traceback" not in err and _snapshot(run_dir) == before
+
+
+def test_a_model_of_the_same_name_and_shapes_but_another_loss_is_refused(finished_run, tmp_path):
+    """Same weight shapes, but a tanh output the run's cross-entropy was never checked against."""
+    run_dir = tmp_path / "run"
+    shutil.copytree(finished_run, run_dir)
+    other = Path(_spec_of(run_dir)).read_text().replace("Dense(4, activation=softmax)", "Dense(4, activation=tanh)")
+    (tmp_path / "tanh.spec").write_text(other.replace("loss      = cross_entropy", "loss      = mse"))
+    before = _snapshot(run_dir)
+    with pytest.raises(RunError, match="ends in tanh: not the model the run trained"):
+        train_model(str(tmp_path / "tanh.spec"), None, Options(backend="jax", quiet=True, resume=str(run_dir)))
+    assert _snapshot(run_dir) == before
+
+
+GAN = """
+model small {
+    input [3]
+    Dense(6, activation=tanh)
+}
+model critic {
+    input [6]
+    Dense(1, activation=sigmoid)
+}
+train small {
+    recipe    = gan(critic, latent=3)
+    data      = npz("data.npz")
+    optimizer = adam(lr=1e-3)
+    batch     = 8
+    epochs    = 1
+}
+"""
+
+
+@pytest.mark.parametrize("backend", ["jax", "torch"])
+def test_a_gan_run_resumed_with_a_spec_without_its_discriminator(tmp_path, monkeypatch, capsys, backend):
+    from specc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    rng = np.random.default_rng(0)
+    np.savez("data.npz", x_train=rng.random((16, 6), np.float32), y_train=np.zeros(16, int),
+             x_test=rng.random((8, 6), np.float32), y_test=np.zeros(8, int))
+    Path("gan.spec").write_text(GAN)
+    train_model("gan.spec", None, Options(backend="jax", quiet=True, out="run"))
+    Path("classifier.spec").write_text(GAN.split("model critic")[0] + """
+train small {
+    data = npz("data.npz")
+    loss = mse
+}
+""")
+    before = _snapshot(tmp_path / "run")
+    assert main(["train", "classifier.spec", "--backend", backend, "--resume", "run", "--epochs", "2"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("specc: error: run trains small with gan(discriminator=critic), but classifier.spec "
+                          "has no model 'critic'\nhint: resume with the spec the run was started with (gan.spec)"), err
+    assert _snapshot(tmp_path / "run") == before
 
 
 # ---------------------------------------------------------------- non-finite losses on JAX

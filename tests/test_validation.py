@@ -7,6 +7,7 @@ existing run. Plus a property test over npz contents."""
 from __future__ import annotations
 
 import hashlib
+import os
 import struct
 import tempfile
 from pathlib import Path
@@ -119,7 +120,11 @@ DATA_CASES = {
                                                                        "the labels do not fit the model"]),
     "complex inputs": (CLASSIFIER, dict(x_train=np.ones((24, 6), complex)), ["data.npz", "x_train", "complex"]),
     "label beyond int32": (CLASSIFIER, dict(y_train=np.r_[np.zeros(23, np.int64), 2**32 + 1]),
-                           ["data.npz", "y_train[23]", "int32"]),
+                           ["data.npz", "y_train[23]", "int32", "the labels do not fit the model"]),
+    "fewer labels than samples": (CLASSIFIER, dict(y_test=np.zeros(7, int)),
+                                  ["data.npz", "'y_test' has 7 entries", "the labels do not fit the model"]),
+    "a single label": (CLASSIFIER, dict(y_train=np.int64(3)),
+                       ["data.npz", "'y_train' is a single value", "the labels do not fit the model"]),
     "empty training set": (CLASSIFIER, dict(x_train=np.zeros((0, 6)), y_train=np.zeros(0, int)),
                            ["data.npz", "x_train", "no samples"]),
 }
@@ -155,6 +160,48 @@ def test_a_truncated_npz(keep, workdir, capsys):
     (workdir / "data.npz").write_bytes(raw[:int(len(raw) * keep)])
     status, err = run_cli(capsys, "train", spec, "--quiet", "--out", "run")
     assert_clean_error(status, err, "data.npz")
+    assert_nothing_made(workdir)
+
+
+def _npz_with_raw_member(path: Path, key: str, member: bytes) -> None:
+    """data.npz with `key`'s .npy replaced by raw bytes (numpy would refuse to write them)."""
+    import io
+    import zipfile
+
+    with zipfile.ZipFile(path, "w") as z:
+        for name, array in good_arrays().items():
+            buf = io.BytesIO()
+            np.save(buf, array)
+            z.writestr(f"{name}.npy", member if name == key else buf.getvalue())
+
+
+def _npy(header: str, version: bytes = b"\x02\x00") -> bytes:
+    size = len(header).to_bytes(4 if version == b"\x02\x00" else 2, "little")
+    return b"\x93NUMPY" + version + size + header.encode() + b"\0" * 24
+
+
+@pytest.mark.parametrize("member, says", [
+    # over numpy's header limit: numpy's message names allow_pickle, but nothing here is a Python object
+    (_npy("{'descr': '<f4', 'fortran_order': False, 'shape': (24, 6), " + " " * 20000 + "}\n"),
+     "'x_train' is damaged (Header info length"),
+    (_npy("{'descr': 'xyz', 'fortran_order': False, 'shape': (24, 6), }\n", b"\x01\x00"),
+     "'x_train' is damaged (descr is not a valid dtype descriptor"),
+])
+def test_a_damaged_npy_member_is_named_as_it_is(member, says, workdir, capsys):
+    spec = write_case(workdir, CLASSIFIER)
+    _npz_with_raw_member(workdir / "data.npz", "x_train", member)
+    status, err = run_cli(capsys, "train", spec, "--quiet", "--out", "run")
+    line = assert_clean_error(status, err, "data.npz", says)
+    assert "Python objects" not in line
+    assert_nothing_made(workdir)
+
+
+def test_a_fifo_named_as_the_npz_is_not_read(workdir, capsys):
+    spec = write_case(workdir, CLASSIFIER)
+    (workdir / "data.npz").unlink()
+    os.mkfifo(workdir / "data.npz")  # reading it would block forever
+    status, err = run_cli(capsys, "train", spec, "--quiet", "--out", "run")
+    assert_clean_error(status, err, "data.npz", "not a regular file")
     assert_nothing_made(workdir)
 
 
@@ -225,6 +272,9 @@ FLAG_CASES = [
     (["--device", "tpu"], "--device", 2),
     (["--data-dir", "nowhere"], "--data-dir nowhere: no such directory", 1),
     (["--resume", "nowhere"], "--resume nowhere: no such directory", 1),
+    (["--resume", ""], "--resume needs a directory, got ''", 1),  # not a new run in runs/
+    (["--out", ""], "--out needs a directory, got ''", 1),
+    (["--data-dir", ""], "--data-dir needs a directory, got ''", 1),
 ]
 
 
@@ -282,6 +332,9 @@ def test_resume_of_a_file_or_together_with_out(workdir, capsys):
     (workdir / "d").mkdir()
     status, err = run_cli(capsys, "train", spec, "--quiet", "--resume", "d", "--out", "run")
     assert_clean_error(status, err, "--out and --resume")
+    for flag in ("--lr", "--batch", "--seed", "--limit"):  # the runner keeps the run's own: never ignore silently
+        status, err = run_cli(capsys, "train", spec, "--quiet", "--resume", "d", flag, "2")
+        assert_clean_error(status, err, f"{flag} cannot change a resumed run")
     assert_nothing_made(workdir)
 
 
@@ -353,6 +406,21 @@ def test_integer_or_nan_weights_are_refused(eval_case, workdir, capsys):
     save_weights(workdir / "n.safetensors", {**weights, "dense_1/bias": np.full(8, np.nan, np.float32)})
     status, err = run_cli(capsys, "eval", spec, "--weights", "n.safetensors")
     assert_clean_error(status, err, "n.safetensors", "dense_1/bias", "NaN")
+
+
+def test_bfloat16_weights_are_floats_and_float64_beyond_float32_is_refused(eval_case, workdir, capsys):
+    ml_dtypes = pytest.importorskip("ml_dtypes")
+    from safetensors.numpy import save_file
+
+    spec, model = eval_case
+    weights = init_weights(model, 0)
+    save_file({**weights, "dense_1/kernel": weights["dense_1/kernel"].astype(ml_dtypes.bfloat16)},
+              str(workdir / "b.safetensors"))
+    status, err = run_cli(capsys, "eval", spec, "--weights", "b.safetensors")
+    assert status == 0 and err == "", err
+    save_file({**weights, "dense_1/bias": np.full(8, 1e300)}, str(workdir / "d.safetensors"))
+    status, err = run_cli(capsys, "eval", spec, "--weights", "d.safetensors")
+    assert_clean_error(status, err, "d.safetensors", "dense_1/bias", "infinite")
 
 
 def test_eval_checks_the_data_too(eval_case, workdir, capsys):
