@@ -98,8 +98,6 @@ def cmd_train(args) -> int:
                    num_processes=args.num_processes, process_id=args.process_id, precision=args.precision,
                    speed=SpeedChoices(channels_last=not args.no_channels_last, compile=args.compile,
                                       xla_defaults=not args.no_xla_defaults))
-    if args.resume:  # the run's recipe may name models this spec lacks (runner: specc/rundir.check_resume_spec)
-        _check_resume(args, opts)
     if args.no_xla_defaults:  # read when jax starts its backend, in this process and in any it launches
         os.environ["SPECC_XLA_DEFAULTS"] = "0"
     if args.backend == "torch" and args.devices > 1 and torch_worker_env() is None:
@@ -112,18 +110,6 @@ def cmd_train(args) -> int:
     if args.quiet and run.chief:
         print(json.dumps(run.result))
     return 0
-
-
-def _check_resume(args, opts) -> None:
-    """Before the runner: a run resumed with a spec that lacks a model its
-    recipe trains (a GAN run resumed with a classifier's spec of the same
-    model name) would fail deep inside the recipe."""
-    from . import load
-    from .rundir import check_resume_spec
-    from .validate import validate_options
-
-    validate_options(opts)  # flag mistakes first, as the runner reports them
-    check_resume_spec(args.file, load(args.file), args.resume)
 
 
 def _launch_torch_workers(args, opts) -> int:

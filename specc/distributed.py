@@ -67,6 +67,9 @@ def batch_slice(size: int, parts: int, index: int) -> tuple[int, int]:
 
 def check_batch(batch: int, devices: int) -> None:
     """The train block's batch is the global batch; it must split evenly."""
+    if devices > batch:
+        raise DistributedError(f"{devices} devices but a batch of {batch}: each device needs at least one sample "
+                               "of every batch", f"use at most --devices {batch}, or --batch {devices} or more")
     if devices > 1 and batch % devices:
         lower = batch - batch % devices
         higher = lower + devices

@@ -29,7 +29,7 @@ from .plan import SpeedChoices
 from .progress import Progress
 from .recipes import Recipe, checkpoint_groups, make_recipe
 from .recipes.supervised import Trainer, accuracy_kind, prepare_targets
-from .rundir import RUN_INFO, Interrupted, Resumed, RunDir, RunError, default_run_dir, open_resume
+from .rundir import RUN_INFO, Interrupted, Resumed, RunDir, RunError, check_resume_spec, default_run_dir, open_resume
 
 __all__ = ["Interrupted", "Options", "RunError", "RunResult", "Trainer", "accuracy_kind", "apply_overrides",
            "evaluate_weights", "prepare_targets", "sample_weights", "train_model", "RUN_INFO"]
@@ -127,6 +127,8 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
 
     validate_options(opts)  # before anything is read or made
     program = load(spec_path)
+    if opts.resume:  # a model the run's recipe trains (a GAN's D) may be missing from this spec
+        check_resume_spec(spec_path, program, opts.resume)
     model, train = _pick(program, model_name, spec_path)
     world = start_world(opts)
     start = _start(opts, model, train, world)
@@ -178,6 +180,7 @@ def check_launch(spec_path: str, model_name: str | None, opts: Options) -> None:
     validate_options(opts)
     program = load(spec_path)
     if opts.resume:  # the batch is the resumed run's; each worker checks it
+        check_resume_spec(spec_path, program, opts.resume)
         return
     model, train = _pick(program, model_name, spec_path)
     check_batch(apply_overrides(train, opts).batch, opts.devices)

@@ -260,12 +260,12 @@ def _ids_in_range(where: str, name: str, y: np.ndarray, classes: int, model: Mod
 
 def _class_ids(where: str, name: str, y: np.ndarray, model: Model, loss: str) -> None:
     classes, per_sample = model.output_shape[-1], tuple(model.output_shape[:-1])
-    if y.dtype.kind == "f":
+    if y.dtype.kind == "f":  # whole-number floats are ids (Keras's sparse cross-entropy casts them too)
         fractional = y != np.floor(y)
-        shown = f"{_at(name, _index(fractional))} is {_value(y, _index(fractional))}" if fractional.any() \
-            else f"{name} holds {y.dtype} values"
-        raise DataError(f"{where}: {shown}, but {loss} needs integer class ids: {LABELS_MISFIT}",
-                        "store class ids as integers (y.astype(int)); one-hot rows become ids with y.argmax(-1)")
+        if fractional.any():
+            shown = f"{_at(name, _index(fractional))} is {_value(y, _index(fractional))}"
+            raise DataError(f"{where}: {shown}, but {loss} needs integer class ids: {LABELS_MISFIT}",
+                            "store class ids as integers (y.astype(int)); one-hot rows become ids with y.argmax(-1)")
     if y.shape[1:] != per_sample:
         what = "a class id per sample" if not per_sample else "a class id per time step"
         raise DataError(f"{where}: {name} has shape {_shape(y.shape)}, but model '{model.name}' outputs "

@@ -31,9 +31,14 @@ def test_a_batch_that_does_not_split_names_the_nearest_that_do():
         check_batch(100, 3)
     assert "batch 100 does not split evenly over 3 devices" in err.value.message
     assert err.value.hint == "use --batch 99 or --batch 102"
+    check_batch(4, 4)
+
+
+def test_more_devices_than_batch_rows_says_so():
     with pytest.raises(DistributedError) as err:
-        check_batch(2, 4)
-    assert err.value.hint == "use --batch 4"
+        check_batch(8, 10**20)
+    assert "100000000000000000000 devices but a batch of 8" in err.value.message
+    assert err.value.hint == "use at most --devices 8, or --batch 100000000000000000000 or more"
 
 
 def test_world_records_devices_and_processes():

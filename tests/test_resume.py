@@ -402,6 +402,9 @@ train small {
     assert err.startswith("specc: error: run trains small with gan(discriminator=critic), but classifier.spec "
                           "has no model 'critic'\nhint: resume with the spec the run was started with (gan.spec)"), err
     assert _snapshot(tmp_path / "run") == before
+    with pytest.raises(RunError, match="has no model 'critic'"):  # the Python API says the same
+        train_model("classifier.spec", None, Options(backend=backend, quiet=True, resume="run", epochs=2))
+    assert _snapshot(tmp_path / "run") == before
 
 
 # ---------------------------------------------------------------- non-finite losses on JAX

@@ -140,6 +140,26 @@ def test_bad_data_is_one_clean_error_and_no_run_directory(case, backend, workdir
     assert_nothing_made(workdir)
 
 
+@pytest.mark.parametrize("backend", BACKENDS)
+def test_whole_number_float_labels_are_class_ids(backend, workdir, capsys):
+    """Class ids stored as floats (0.0, 1.0, ...: what pandas or a CSV gives)
+    train as Keras's sparse cross-entropy takes them: exactly as the same ids
+    stored as integers."""
+    import json
+
+    results = {}
+    for dtype in (np.int64, np.float32):
+        arrays = good_arrays()
+        spec = write_case(workdir, CLASSIFIER, y_train=arrays["y_train"].astype(dtype),
+                          y_test=arrays["y_test"].astype(dtype))
+        out = f"run-{np.dtype(dtype).name}"
+        status, err = run_cli(capsys, "train", spec, "--backend", backend, "--quiet", "--out", out)
+        assert status == 0, err
+        results[dtype] = json.loads((workdir / out / "result.json").read_text())
+    assert results[np.float32]["test_loss"] == results[np.int64]["test_loss"]
+    assert results[np.float32]["test_accuracy"] == results[np.int64]["test_accuracy"]
+
+
 @pytest.mark.parametrize("content, says", [
     (b"x_train,y_train\n1,2\n", "not a .npz file"),
     (b"", "not a .npz file"),

@@ -48,6 +48,8 @@ def prepare_targets(model: Model, train: Train, y: np.ndarray) -> np.ndarray:
         return np.eye(classes, dtype=np.float32)[y] if classes > 1 else y.astype(np.float32)[:, None]
     if train.loss == "binary_cross_entropy":
         return y.astype(np.float32).reshape(len(y), *model.output_shape)
+    if train.loss == "cross_entropy" and y.dtype.kind == "f":  # whole numbers (validated): the ids
+        return y.astype(np.int32)
     return y
 
 
