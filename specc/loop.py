@@ -65,13 +65,18 @@ class Outcome:
     stopped_early: bool = False
     timed_seconds: float = 0.0
     timed_samples: int = 0
-    overhead_seconds: float = 0.0  # this session's validation, checkpoints, metric rows and pictures
-    epoch_seconds: float = 0.0  # this session's epochs, whole (steps and overhead)
+    overhead_seconds: float = 0.0  # the running epoch's validation, checkpoint, metric row and pictures
+    # (whole seconds, overhead seconds) of each epoch this session ran
+    epoch_times: list[tuple[float, float]] = field(default_factory=list)
 
     @property
     def overhead_fraction(self) -> float | None:
-        """The share of the epochs' time that is not training steps."""
-        return round(self.overhead_seconds / self.epoch_seconds, 4) if self.epoch_seconds > 0 else None
+        """The share of an epoch's time that is not training steps, in the
+        steady state: over the session's epochs after its first (which also
+        compiles the train and eval steps), or its one epoch."""
+        times = self.epoch_times[1:] or self.epoch_times
+        whole = sum(seconds for seconds, _ in times)
+        return round(sum(overhead for _, overhead in times) / whole, 4) if whole > 0 else None
 
     @property
     def samples_per_second(self) -> float | None:
@@ -89,10 +94,10 @@ class EpochLoop:
 
     def run(self, start_epoch: int, outcome: Outcome) -> Outcome:
         for epoch in range(start_epoch, self.settings.epochs):
-            started = time.perf_counter()
+            started, outcome.overhead_seconds = time.perf_counter(), 0.0
             row = self._epoch(epoch, start_epoch, outcome)
             stop = self._end_epoch(epoch, row, outcome)
-            outcome.epoch_seconds += time.perf_counter() - started
+            outcome.epoch_times.append((time.perf_counter() - started, outcome.overhead_seconds))
             if stop:
                 outcome.stopped_early = True
                 break

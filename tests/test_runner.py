@@ -166,3 +166,16 @@ def test_cli_train_needs_a_train_block(tmp_path, capsys):
     untrained.write_text(SPEC.split("train small")[0])
     assert main(["train", str(untrained), "--quiet"]) == 1
     assert "no train block" in capsys.readouterr().err
+
+
+def test_epoch_overhead_is_the_steady_state_share():
+    """result.json's epoch_overhead_fraction leaves out the session's first
+    epoch (it also compiles the steps) when there are later ones."""
+    from specc.loop import History, Outcome
+
+    outcome = Outcome(History(), None)
+    assert outcome.overhead_fraction is None
+    outcome.epoch_times.append((20.0, 6.0))  # first epoch: compiles
+    assert outcome.overhead_fraction == 0.3
+    outcome.epoch_times += [(10.0, 0.5), (10.0, 1.5)]
+    assert outcome.overhead_fraction == 0.1

@@ -86,7 +86,7 @@ class AutoencoderRecipe(SupervisedRecipe):
         return self.draw(epoch_picture(run_dir, epoch))
 
     def final_result(self, run_dir: Path) -> dict:
-        test = self.trainer.evaluate(self.splits["test"], self.plan.batch)
+        test = self.trainer.evaluate(self.splits["test"], self.plan.eval_batch)
         self.draw(run_dir / RECONSTRUCTIONS)
         accuracy = {"test_accuracy": test["accuracy"]} if self.plan.accuracy else {}
         return {"recipe": self.name, "noise": self.noise, "test_loss": test["loss"], **accuracy}
@@ -101,7 +101,7 @@ class AutoencoderRecipe(SupervisedRecipe):
         weights = fit_weights(self.model, load_weights(weights_path), weights_path)
         self.load_data(data_dir, None)
         self.trainer = backends.get(self.backend).trainer(self.model, self.plan, weights, device=self.device)
-        result = self.trainer.evaluate(self.trainer.put(self.dataset.x_test, None), batch or self.train.batch)
+        result = self.trainer.evaluate(self.trainer.put(self.dataset.x_test, None), batch or self.plan.eval_batch)
         return {"backend": self.backend, "model": self.model.name, "recipe": self.name, "noise": self.noise,
                 "test_loss": result["loss"], "test_accuracy": result.get("accuracy"),
                 "test_samples": len(self.dataset.x_test)}

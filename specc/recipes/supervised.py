@@ -139,7 +139,7 @@ class SupervisedRecipe:
     def evaluate(self, split: str) -> dict | None:
         if split not in self.splits:
             return None
-        result = self.trainer.evaluate(self.splits[split], self.plan.batch)
+        result = self.trainer.evaluate(self.splits[split], self.plan.eval_batch)
         return {name: result[name] for name in self.metrics}
 
     def speed_settings(self) -> str:
@@ -160,7 +160,7 @@ class SupervisedRecipe:
     # ------------------------------------------------------------ the end
 
     def final_result(self, run_dir: Path) -> dict:
-        test = self.trainer.evaluate(self.splits["test"], self.plan.batch)
+        test = self.trainer.evaluate(self.splits["test"], self.plan.eval_batch)
         return {"test_loss": test["loss"], "test_accuracy": test.get("accuracy")}
 
     def headline(self, result: dict) -> dict:
@@ -184,6 +184,6 @@ class SupervisedRecipe:
         plan = make_plan(model, train, len(dataset.x_train), accuracy_kind(model, train, dataset.y_test))
         trainer = backends.get(self.backend).trainer(model, plan, weights, device=self.device)
         data = trainer.put(dataset.x_test, prepare_targets(model, train, dataset.y_test))
-        result = trainer.evaluate(data, batch or train.batch)
+        result = trainer.evaluate(data, batch or plan.eval_batch)
         return {"backend": self.backend, "model": model.name, "test_loss": result["loss"],
                 "test_accuracy": result.get("accuracy"), "test_samples": len(dataset.x_test)}
