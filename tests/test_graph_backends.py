@@ -53,6 +53,77 @@ def test_torch_graph_drops_each_value_after_its_last_reader():
     assert specc.build(sequential, backend="torch")._steps is None  # a stack runs as a plain loop
 
 
+# Inference overwrites a value in place only when nothing else can see it:
+# not the caller's input (nor a view of it), not a value another node still
+# reads, not an input of the same Add.
+INPLACE_CASES = {
+    "activation on the caller's input": """
+model m {
+    input [2, 3, 3]
+    ReLU()
+    Flatten()
+    Dense(4)
+}""",
+    "activation on a view of the input": """
+model m {
+    input [2, 3, 3]
+    Flatten()
+    Tanh()
+    Dense(4)
+}""",
+    "a value read by two branches": """
+model m {
+    input [2, 4, 4]
+    Conv2D(3, kernel=3, padding=same)
+    concat(axis=0) {
+        branch { ReLU() }
+        branch { Sigmoid() }
+        branch { Dropout(0.5) }
+    }
+    residual { ReLU() }
+    residual { Flatten(); Reshape([9, 4, 4]) }
+    ReLU()
+    Flatten()
+    Dense(5)
+}""",
+}
+
+
+@pytest.mark.parametrize("case", INPLACE_CASES)
+def test_torch_inference_in_place_changes_nothing_it_should_not(case):
+    model = specc.loads(INPLACE_CASES[case])["m"]
+    weights = perturbed_weights(model, 3)
+    net = get("torch").build(model, weights).eval()
+    x = torch.from_numpy(sample_input(model, 2, 5))
+    before = x.clone()
+    want = net(x).detach()  # gradients on: no value is ever overwritten
+    assert torch.equal(x, before)
+    for context in (torch.no_grad, torch.inference_mode):
+        with context():
+            got = net(x)
+        assert torch.equal(x, before), "the caller's input was overwritten"
+        torch.testing.assert_close(got, want, rtol=0, atol=0)
+
+
+def test_torch_inference_sums_a_residual_in_place():
+    """A residual's Add and the ReLU after it write into the body's output,
+    as a hand-written ResNet's `out += identity; relu_(out)` does."""
+    net = get("torch").build(RESNET, perturbed_weights(RESNET, 1)).eval()
+    x = torch.from_numpy(sample_input(RESNET, 0, 2))
+    calls = {"inplace": 0}
+    for module in net.modules():
+        if hasattr(module, "forward_inplace"):
+            original = module.forward_inplace
+
+            def counted(*args, _original=original):
+                calls["inplace"] += 1
+                return _original(*args)
+            module.forward_inplace = counted
+    with torch.inference_mode():
+        net(x)
+    assert calls["inplace"] >= 2 * sum(layer.kind == "Add" for layer in RESNET.layers)
+
+
 def test_torch_graph_net_deepcopies_and_changes_dtype():
     model = GRAPHS["graph_inception"]
     weights, x = perturbed_weights(model), torch.from_numpy(sample_input(model))

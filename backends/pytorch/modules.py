@@ -54,6 +54,18 @@ ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor] | None] = {
     "silu": F.silu,
 }
 
+# The same functions overwriting their input, for inference only (Net.forward
+# decides when a value may be overwritten): torch's CPU allocator does not
+# cache, so each fresh large activation is a new mapping to fault in.
+INPLACE_ACTIVATIONS: dict[str, Callable[[torch.Tensor], torch.Tensor]] = {
+    "relu": torch.relu_,
+    "sigmoid": torch.sigmoid_,
+    "tanh": torch.tanh_,
+    "leaky_relu": partial(F.leaky_relu_, negative_slope=LEAKY_RELU_SLOPE),
+    "elu": partial(F.elu_),
+    "silu": partial(F.silu, inplace=True),
+}
+
 
 def activation_fn(name: str):
     if name not in ACTIVATIONS:
@@ -278,9 +290,14 @@ class Activation(nn.Module):
         super().__init__()
         self.name = name
         self.fn = partial(F.leaky_relu, negative_slope=alpha) if alpha is not None else activation_fn(name)
+        self.fn_ = partial(F.leaky_relu_, negative_slope=alpha) if alpha is not None else INPLACE_ACTIVATIONS.get(name)
 
     def forward(self, x):
         return x if self.fn is None else self.fn(x)
+
+    def forward_inplace(self, x):
+        """forward, overwriting x where the function has an in-place form."""
+        return self.fn_(x) if self.fn_ is not None else self.forward(x)
 
     def extra_repr(self) -> str:
         return self.name
@@ -295,6 +312,14 @@ class Add(nn.Module):
     def forward(self, first, *rest):
         for x in rest:
             first = first + x
+        return first
+
+    def forward_inplace(self, first, *rest):
+        """forward, summing into `first` (when that is what forward's sum would be: same shape and dtype)."""
+        if any(x.shape != first.shape or x.dtype != first.dtype for x in rest):
+            return self.forward(first, *rest)
+        for x in rest:
+            first.add_(x)
         return first
 
 

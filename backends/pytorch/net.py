@@ -6,7 +6,9 @@ one place that decides the submodule names, so state_dict keys are
 (every node reads the one before) runs as a plain loop over the submodules,
 exactly what nn.Sequential does; a graph runs its nodes in topological order
 over a name -> tensor map, dropping each tensor after its last reader, so an
-inference pass keeps only the values still needed.
+inference pass keeps only the values still needed. Without gradients (eval,
+`specc.run`), activation layers and Add write into a value that nothing else
+can see any more, as a hand-written ResNet's in-place `+=` and ReLU do.
 
 Submodules are looked up in `_modules` on every call (as nn.Sequential does),
 so swapping one (the trainer's seeded Dropout, an identity instead of the
@@ -17,6 +19,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+import torch
 from torch import nn
 
 from specc.ir import INPUT, Model
@@ -69,6 +72,7 @@ class Net(nn.Module):
         self.module_names = dict(zip((layer.name for layer in model.layers), modules))
         # None: a plain stack, run as nn.Sequential runs
         self._steps = None if model.is_sequential else _schedule(model, list(modules))
+        self._infer_steps = self._steps or _chain(list(modules))
 
     @property
     def specc_model(self) -> Model:
@@ -79,6 +83,8 @@ class Net(nn.Module):
         return self._modules[self.module_names.get(name, name)]
 
     def forward(self, x):
+        if not torch.is_grad_enabled():  # no autograd graph: values may be overwritten
+            return self._infer(x)
         if self._steps is None:
             for module in self._modules.values():
                 x = module(x)
@@ -91,8 +97,41 @@ class Net(nn.Module):
             values[step.node] = y
         return y
 
+    def _infer(self, x):
+        """forward without gradients: a module with a `forward_inplace` (an
+        activation layer, Add) writes into its first input when no other
+        value still needed (nor the caller's input) shares its memory, as a
+        hand-written ResNet's `out += identity; relu_(out)` does."""
+        storage = {INPUT: _storage(x)}
+        values, modules = {INPUT: x}, self._modules
+        for step in self._infer_steps:
+            module, args = modules[step.module], [values[name] for name in step.inputs]
+            for name in step.release:
+                del values[name]
+            kept = {storage[name] for name in values} | {storage[INPUT]} | {_storage(a) for a in args[1:]}
+            if hasattr(module, "forward_inplace") and _storage(args[0]) not in kept \
+                    and args[0].is_contiguous(memory_format=_format(args[0])):
+                y = module.forward_inplace(*args)
+            else:
+                y = module(*args)
+            values[step.node], storage[step.node] = y, _storage(y)
+        return y
 
-_RESERVED = set(dir(Net)) | set(vars(nn.Module())) | {"_specc_model", "module_names", "_steps"}
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
+def _format(t: torch.Tensor) -> torch.memory_format:
+    return torch.channels_last if t.dim() == 4 and not t.is_contiguous() else torch.contiguous_format
+
+
+def _chain(names: list[str]) -> tuple[Step, ...]:
+    """A plain stack as graph steps: each reads the one before, which it releases."""
+    return tuple(Step(name, name, (before,), (before,)) for before, name in zip([INPUT, *names], names))
+
+
+_RESERVED = set(dir(Net)) | set(vars(nn.Module())) | {"_specc_model", "module_names", "_steps", "_infer_steps"}
 
 
 def module_names(model: Model) -> list[str]:
