@@ -243,23 +243,34 @@ class BatchNorm(nn.Module):
     def forward(self, x):
         if self.transpose:
             x = x.transpose(1, self.feature_axis)
-        if self.training:
+        if self.training and x.numel() > x.shape[1]:
+            y = self._train_forward(x)
+        elif self.training:  # one value per feature, which F.batch_norm refuses
+            dims, view = [0] + list(range(2, x.dim())), (1, -1) + (1,) * (x.dim() - 2)
+            var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
             with torch.no_grad():
-                dims = [0] + list(range(2, x.dim()))
-                var, mean = torch.var_mean(x, dim=dims, correction=0)
                 m = self.momentum
-                self.running_mean.copy_(self.running_mean * m + mean * (1.0 - m))
-                self.running_var.copy_(self.running_var * m + var * (1.0 - m))
-            if x.numel() > x.shape[1]:
-                y = F.batch_norm(x, None, None, self.weight, self.bias, True, 0.0, self.eps)
-            else:  # one value per feature, which F.batch_norm refuses
-                view = (1, -1) + (1,) * (x.dim() - 2)
-                var, mean = torch.var_mean(x, dim=dims, correction=0, keepdim=True)
-                y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(view) + self.bias.view(view)
+                self.running_mean.copy_(self.running_mean * m + mean.view(-1) * (1.0 - m))
+                self.running_var.copy_(self.running_var * m + var.view(-1) * (1.0 - m))
+            y = (x - mean) * torch.rsqrt(var + self.eps) * self.weight.view(view) + self.bias.view(view)
         else:
             y = F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
         if self.transpose:
             y = y.transpose(1, self.feature_axis)
+        return y
+
+    def _train_forward(self, x):
+        """F.batch_norm's own pass computes the batch moments and moves the
+        buffers: momentum 1 - m gives Keras's moving = m*moving + (1-m)*batch
+        for the mean. Its variance update uses the unbiased batch variance
+        (n/(n-1) times Keras's biased one), so it moves a copy of the moving
+        variance scaled by n/(n-1), scaled back after: one pass over x
+        instead of a separate var_mean (4 ms of a 100 ms GAN step)."""
+        n = x.numel() // x.shape[1]
+        scaled = self.running_var * (n / (n - 1))
+        y = F.batch_norm(x, self.running_mean, scaled, self.weight, self.bias, True, 1.0 - self.momentum, self.eps)
+        with torch.no_grad():
+            self.running_var.copy_(scaled * ((n - 1) / n))
         return y
 
     def extra_repr(self) -> str:

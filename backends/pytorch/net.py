@@ -83,7 +83,7 @@ class Net(nn.Module):
         return self._modules[self.module_names.get(name, name)]
 
     def forward(self, x):
-        if not torch.is_grad_enabled():  # no autograd graph: values may be overwritten
+        if not torch.is_grad_enabled() and not torch.compiler.is_compiling():  # no autograd: values may be overwritten
             return self._infer(x)
         if self._steps is None:
             for module in self._modules.values():
