@@ -34,15 +34,19 @@ padding, 'same' included; ConvTranspose2D's crop has no such reading.
 from __future__ import annotations
 
 from functools import lru_cache
+from math import prod
 from pathlib import Path
 
 import keras  # KERAS_BACKEND is set to jax by conftest.py
+import numpy as np
 from keras import layers, ops
 
 import specc
 from specc import ast
 from specc.ir import INPUT
 from specc.parse import parse
+
+from backend_cases import perturbed_weights, sample_input
 
 CF = "channels_first"
 # Random initialisers compile one XLA program per weight shape (seconds each on
@@ -240,3 +244,24 @@ def load_canonical(net: keras.Model, weights) -> None:
             variable.assign(weights[key])
             assigned.add(key)
     assert assigned == set(weights), f"canonical weights without a Keras partner: {sorted(set(weights) - assigned)}"
+
+
+def assert_model_equals_keras(model: specc.ir.Model, net: keras.Model, what: str) -> None:
+    """A spec's model against a Keras model built by hand from the same
+    description: total, trainable and non-trainable counts, the output shape,
+    and outputs on jax and torch from the same canonical weights (loaded into
+    Keras by name, so every canonical key must be a Keras weight) within 1e-4."""
+    def count(variables) -> int:
+        return sum(prod(v.shape) for v in variables)
+
+    report = specc.summary(model)
+    assert (report.total, report.trainable, report.non_trainable) == (
+        net.count_params(), count(net.trainable_weights), count(net.non_trainable_weights)), what
+    assert model.output_shape == tuple(net.output.shape[1:]), what
+    weights, x = perturbed_weights(model), sample_input(model, batch=4)
+    load_canonical(net, weights)
+    expected = np.asarray(net(x, training=False))
+    scale = max(float(np.max(np.abs(expected))), 1e-6)
+    for backend in ("jax", "torch"):
+        np.testing.assert_allclose(specc.run(model, weights, x, backend=backend), expected, rtol=1e-4,
+                                   atol=1e-4 * scale, err_msg=f"{what} on {backend} differs from Keras")

@@ -13,18 +13,15 @@ outputs on Keras, JAX and PyTorch (within 1e-4).
 
 from __future__ import annotations
 
-from math import prod
 from pathlib import Path
 
-import numpy as np
 import pytest
 
 import keras
 import torch  # noqa: F401
 import jax  # noqa: F401
 import specc  # noqa: E402
-from backend_cases import perturbed_weights, sample_input  # noqa: E402
-from keras_twins import load_canonical  # noqa: E402
+from keras_twins import assert_model_equals_keras  # noqa: E402
 
 L = keras.layers
 CF = "channels_first"
@@ -154,26 +151,9 @@ ORACLES = {
 }
 
 
-def _count(variables) -> int:
-    return sum(prod(v.shape) for v in variables)
-
-
 @pytest.mark.parametrize("spec, name", list(ORACLES), ids=[f"{s}:{n}" for s, n in ORACLES])
 def test_spec_equals_its_hand_built_keras_model(spec, name):
-    model = specc.load(GRAPHS / f"{spec}.spec")[name]
-    net = ORACLES[spec, name]()
-    report = specc.summary(model)
-    assert (report.total, report.trainable, report.non_trainable) == (
-        net.count_params(), _count(net.trainable_weights), _count(net.non_trainable_weights))
-    assert model.output_shape == tuple(net.output.shape[1:])
-
-    weights, x = perturbed_weights(model), sample_input(model, batch=4)
-    load_canonical(net, weights)  # by name: every canonical key must be a Keras weight and back
-    expected = np.asarray(net(x, training=False))
-    scale = max(float(np.max(np.abs(expected))), 1e-6)
-    for backend in ("jax", "torch"):
-        np.testing.assert_allclose(specc.run(model, weights, x, backend=backend), expected, rtol=1e-4,
-                                   atol=1e-4 * scale, err_msg=f"{spec}:{name} on {backend} differs from Keras")
+    assert_model_equals_keras(specc.load(GRAPHS / f"{spec}.spec")[name], ORACLES[spec, name](), f"{spec}:{name}")
 
 
 def test_every_oracle_spec_model_has_its_keras_model():
