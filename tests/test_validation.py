@@ -22,6 +22,7 @@ from specc import cli
 from specc.data import load_dataset
 from specc.errors import UserError
 from specc.ir import Call
+from specc.recipes.supervised import prepare_targets
 from specc.validate import validate_dataset
 from specc.weights import init_weights, save_weights
 
@@ -551,8 +552,10 @@ def test_any_npz_loads_and_fits_or_is_one_user_error(arrays, split, loss):
     # Accepted: the data really fits (what the backends would otherwise meet silently).
     for x, y in ((dataset.x_train, dataset.y_train), (dataset.x_test, dataset.y_test)):
         assert len(x) == len(y) > 0 and x.shape[1:] == (6,) and np.isfinite(x).all()
-        if loss == "cross_entropy":
-            assert y.dtype.kind == "i" and y.ndim == 1 and 0 <= y.min() and y.max() < 8
+        if loss == "cross_entropy":  # integer ids, or whole-number floats the backends get as those ids
+            ids = prepare_targets(model, train, y)
+            assert ids.dtype.kind == "i" and ids.ndim == 1 and 0 <= ids.min() and ids.max() < 8
+            assert np.array_equal(ids, y)
         if loss == "binary_cross_entropy":
             assert np.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
         if loss == "mse":
