@@ -63,8 +63,7 @@ from .layers import build_net
 from .noise import gaussian
 from .optim import canonical_state, make_update, restore_state
 from .steplog import StepLog
-from .speed import Speed, SpeedOptions
-from .train import _strip_final_activation, device_of, f32_batch_norm, match_layout, precision_context
+from .train import _strip_final_activation, device_of, f32_batch_norm, make_speed, match_layout, precision_context
 
 GENERATE_BATCH = 512  # generate() runs G in chunks of this many latent vectors
 NOISE_BLOCK = 32  # steps of latent noise drawn in one call
@@ -85,9 +84,7 @@ class _Side:
             _strip_final_activation(net, model)
         self.net = net.to(device).train()  # the module itself: weights, generate, G's loss through D
         # channels_last before DDP and the optimiser; no torch.compile for the GAN (it runs eagerly)
-        self.speed = Speed(self.net, SpeedOptions(channels_last=plan.speed.channels_last, compile=False), plan.batch)
-        if plan.speed.compile:
-            self.speed.compile_reason = "off (the GAN trainer runs eagerly)"
+        self.speed = make_speed(self.net, plan, world, eager="the GAN trainer runs eagerly")
         if plan.precision != "f32":
             f32_batch_norm(self.net)
         self.forward = parallel.data_parallel(self.net, world)

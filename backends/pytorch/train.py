@@ -115,15 +115,18 @@ def f32_batch_norm(net: nn.Module) -> None:
             module.register_forward_pre_hook(_float_input)
 
 
-def make_speed(net: nn.Module, plan: Plan, world: World) -> Speed:
+def make_speed(net: nn.Module, plan: Plan, world: World, eager: str | None = None) -> Speed:
     """The plan's speed settings applied to `net` (call it before the
-    optimiser is made and before DDP wraps the net). torch.compile is not
-    combined with DDP: a data-parallel step runs eagerly."""
+    optimiser is made and before DDP wraps the net). `eager` says why the
+    caller's step never compiles; torch.compile is not combined with DDP
+    either: a data-parallel step runs eagerly."""
     choices = plan.speed
-    compile_ = choices.compile and not world.parallel
+    if world.parallel and eager is None:
+        eager = "not combined with data parallelism: DDP steps run eagerly"
+    compile_ = choices.compile and eager is None
     speed = Speed(net, SpeedOptions(channels_last=choices.channels_last, compile=compile_), plan.batch)
-    if choices.compile and world.parallel:
-        speed.compile_reason = "off (not combined with data parallelism: DDP steps run eagerly)"
+    if choices.compile and eager is not None:
+        speed.compile_reason = f"off ({eager})"
     return speed
 
 
