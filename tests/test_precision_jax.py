@@ -40,33 +40,11 @@ from specc.runner import Interrupted, Options, train_model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 from specc.backends.jax_flax import apply_fn, compute_args, to_native, xla_flags  # noqa: E402
-from training_specs import GAN_PAIR as GAN, SMALL_CNN as CONV  # noqa: E402
+from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV  # noqa: E402
 
 J = registry.get("jax")
 
-MNIST_CNN = """
-model cnn {
-    input [1, 28, 28]
-    Conv2D(8, kernel=3, padding=same, activation=relu)
-    MaxPool(2)
-    Conv2D(16, kernel=3, padding=same)
-    BatchNorm()
-    ReLU()
-    MaxPool(2)
-    Flatten()
-    Dense(32, activation=relu)
-    Dense(10, activation=softmax)
-}
-train cnn {
-    data      = mnist(validation_split=0.1)
-    loss      = cross_entropy
-    optimizer = adam(lr=3e-3)
-    batch     = 50
-    epochs    = 2
-    metrics   = [accuracy]
-    seed      = 0
-}
-"""
+MNIST_CNN = MNIST_CNN_OF.format(conv1=8, conv2=16, batch=50)
 
 
 LSTM = """

@@ -35,34 +35,11 @@ from specc.runner import Interrupted, Options, train_model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 from specc.backends.pytorch import train as torch_train  # noqa: E402
-from training_specs import GAN_PAIR as GAN, SMALL_CNN as CONV  # noqa: E402
+from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV  # noqa: E402
 
 P = registry.get("torch")
 
-# MNIST (shipped with the package) on a small CNN, for the accuracy of a short mixed run.
-MNIST_CNN = """
-model cnn {
-    input [1, 28, 28]
-    Conv2D(4, kernel=3, padding=same, activation=relu)
-    MaxPool(2)
-    Conv2D(8, kernel=3, padding=same)
-    BatchNorm()
-    ReLU()
-    MaxPool(2)
-    Flatten()
-    Dense(32, activation=relu)
-    Dense(10, activation=softmax)
-}
-train cnn {
-    data      = mnist(validation_split=0.1)
-    loss      = cross_entropy
-    optimizer = adam(lr=3e-3)
-    batch     = 32
-    epochs    = 2
-    metrics   = [accuracy]
-    seed      = 0
-}
-"""
+MNIST_CNN = MNIST_CNN_OF.format(conv1=4, conv2=8, batch=32)
 
 RTOL, ATOL = 1e-5, 1e-6  # tests/test_speed_settings.py's for channels_last
 

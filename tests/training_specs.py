@@ -54,3 +54,30 @@ model disc {
     Dense(1, activation=sigmoid)
 }
 """
+
+
+# MNIST (shipped with the package) on a small CNN, for the accuracy of a short
+# mixed-precision run against f32. A format string: conv1, conv2 (filters), batch.
+MNIST_CNN_OF = """
+model cnn {{
+    input [1, 28, 28]
+    Conv2D({conv1}, kernel=3, padding=same, activation=relu)
+    MaxPool(2)
+    Conv2D({conv2}, kernel=3, padding=same)
+    BatchNorm()
+    ReLU()
+    MaxPool(2)
+    Flatten()
+    Dense(32, activation=relu)
+    Dense(10, activation=softmax)
+}}
+train cnn {{
+    data      = mnist(validation_split=0.1)
+    loss      = cross_entropy
+    optimizer = adam(lr=3e-3)
+    batch     = {batch}
+    epochs    = 2
+    metrics   = [accuracy]
+    seed      = 0
+}}
+"""
