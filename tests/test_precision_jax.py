@@ -36,11 +36,11 @@ from specc import backend as registry  # noqa: E402
 from specc.ir import Call, Train  # noqa: E402
 from specc.options import OPTIMIZERS  # noqa: E402
 from specc.plan import SpeedChoices, make_plan  # noqa: E402
-from specc.runner import Interrupted, Options, train_model  # noqa: E402
+from specc.runner import Options, train_model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 from specc.backends.jax_flax import apply_fn, compute_args, to_native, xla_flags  # noqa: E402
-from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV  # noqa: E402
+from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV, cut_and_resume  # noqa: E402
 
 J = registry.get("jax")
 
@@ -222,17 +222,8 @@ def test_mixed_mnist_run_reaches_f32_accuracy(tmp_path):
 def test_mixed_resume_is_bit_identical(tmp_path):
     spec = write(tmp_path, CONV.format(epochs=2))  # limit 256: 192 training samples, 64 validation, no partial batch
     whole = run(spec, tmp_path / "whole", limit=256, precision="mixed")
-
-    def stop(epoch, row):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted, match="--resume"):
-        train_model(spec, None, Options(backend="jax", quiet=True, out=str(tmp_path / "cut"), limit=256,
-                                        precision="mixed"), on_epoch_end=stop)
-    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 0
-    resumed = train_model(spec, None, Options(backend="jax", quiet=True, resume=str(tmp_path / "cut"),
-                                              precision="mixed"))
+    resumed, cut_epoch = cut_and_resume(spec, tmp_path / "cut", "jax", 256, precision="mixed")
+    assert cut_epoch == 0
     assert resumed.result["epochs"] == 2 and resumed.result["precision"] == "mixed"
     for key in whole.weights:
         assert np.array_equal(whole.weights[key], resumed.weights[key]), key

@@ -31,11 +31,11 @@ from specc.distributed import World  # noqa: E402
 from specc.ir import Call, Train  # noqa: E402
 from specc.options import OPTIMIZERS  # noqa: E402
 from specc.plan import SpeedChoices, make_plan  # noqa: E402
-from specc.runner import Interrupted, Options, train_model  # noqa: E402
+from specc.runner import Options, train_model  # noqa: E402
 from specc.weights import init_weights  # noqa: E402
 
 from specc.backends.pytorch import train as torch_train  # noqa: E402
-from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV  # noqa: E402
+from training_specs import GAN_PAIR as GAN, MNIST_CNN_OF, SMALL_CNN as CONV, cut_and_resume  # noqa: E402
 
 P = registry.get("torch")
 
@@ -245,17 +245,8 @@ def test_mixed_mnist_training_reaches_f32_accuracy():
 def test_mixed_resume_is_bit_identical(tmp_path):
     spec = write(tmp_path, CONV.format(epochs=3))
     whole = run(spec, tmp_path / "whole", limit=192, precision="mixed")
-
-    def stop(epoch, row):
-        if epoch == 0:
-            raise KeyboardInterrupt
-
-    with pytest.raises(Interrupted, match="--resume"):
-        train_model(spec, None, Options(backend="torch", quiet=True, out=str(tmp_path / "cut"), limit=192,
-                                        precision="mixed"), on_epoch_end=stop)
-    assert json.loads((tmp_path / "cut" / "checkpoint.json").read_text())["epoch"] == 0
-    resumed = train_model(spec, None, Options(backend="torch", quiet=True, resume=str(tmp_path / "cut"),
-                                              precision="mixed"))
+    resumed, cut_epoch = cut_and_resume(spec, tmp_path / "cut", "torch", 192, precision="mixed")
+    assert cut_epoch == 0
     assert resumed.result["epochs"] == 3 and resumed.result["precision"] == "mixed"
     assert json.loads((tmp_path / "cut" / "result.json").read_text())["precision"] == "mixed"
     assert {w.dtype for w in resumed.weights.values()} == {np.dtype(np.float32)}

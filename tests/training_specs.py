@@ -81,3 +81,24 @@ train cnn {{
     seed      = 0
 }}
 """
+
+
+def cut_and_resume(spec: str, out, backend: str, limit: int, **options):
+    """`specc train` of `spec` interrupted after its first epoch (Ctrl-C in
+    on_epoch_end), then resumed from that run directory: (the resumed
+    RunResult, the epoch the cut run's checkpoint records)."""
+    import json
+
+    import pytest
+
+    from specc.runner import Interrupted, Options, train_model
+
+    def stop(epoch, row):
+        if epoch == 0:
+            raise KeyboardInterrupt
+
+    with pytest.raises(Interrupted, match="--resume"):
+        train_model(spec, None, Options(backend=backend, quiet=True, out=str(out), limit=limit, **options),
+                    on_epoch_end=stop)
+    cut_epoch = json.loads((out / "checkpoint.json").read_text())["epoch"]
+    return train_model(spec, None, Options(backend=backend, quiet=True, resume=str(out), **options)), cut_epoch
