@@ -1,4 +1,4 @@
-"""Small training specs shared by the tests of both backends' trainers
+"""Small training specs (and the cut-then-resume run) shared by the tests of both backends' trainers
 (test_precision_jax.py, test_precision_torch.py, test_gan_backends.py), so
 the two backends' tests train the same models."""
 
