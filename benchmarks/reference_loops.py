@@ -17,6 +17,7 @@ benchmarks/specs/ are the reference loops' models, without a validation split.
 
     python benchmarks/reference_loops.py                      # lenet, jax and torch, 3 rounds
     python benchmarks/reference_loops.py --models lenet mlp lstm --rounds 5
+    python benchmarks/reference_loops.py --models resnet_mnist   # BatchNorm: our reference loops
     python benchmarks/reference_loops.py --json results.jsonl
 
 Run it on an otherwise idle machine: PyTorch's threads collapse when another
@@ -37,6 +38,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 SPECS = ROOT / "benchmarks" / "specs"
 REFERENCE = {"jax": "bench_flax.py", "torch": "bench_torch.py"}
+# The shared loops have no BatchNorm network: resnet_mnist's reference loops
+# are written beside them, in their style (benchmarks/resnet_reference.py).
+OWN_REFERENCE = {"resnet_mnist": "resnet_reference.py"}
+FRAMEWORK = {"jax": "flax", "torch": "torch"}
 
 
 def default_bench_dir() -> Path:
@@ -57,9 +62,12 @@ def measure(cmd: list[str], env: dict | None = None) -> tuple[str, float]:
 
 
 def reference(bench_dir: Path, backend: str, model: str, steps: int, warmup: int) -> dict:
-    cmd = [sys.executable, str(bench_dir / REFERENCE[backend]), "--model", model, "--mode", "throughput",
-           "--steps", str(steps), "--warmup", str(warmup), "--batch", "128"]
-    out, rss = measure(cmd)
+    if model in OWN_REFERENCE:  # a network the shared loops lack: our script in their style
+        script = [str(ROOT / "benchmarks" / OWN_REFERENCE[model]), "--framework", FRAMEWORK[backend]]
+    else:
+        script = [str(bench_dir / REFERENCE[backend]), "--model", model]
+    cmd = [sys.executable, *script, "--mode", "throughput", "--steps", str(steps), "--warmup", str(warmup), "--batch", "128"]
+    out, rss = measure(cmd, env={**os.environ, "SPECC_REFERENCE_BENCH": str(bench_dir)})
     record = json.loads(out.strip().splitlines()[-1])
     return {"samples_per_s": record["samples_per_s"], "rss_mib": rss}
 
@@ -75,7 +83,7 @@ def specc(backend: str, model: str, steps: int, warmup: int, extra: list[str]) -
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    ap.add_argument("--models", nargs="+", default=["lenet"], choices=["lenet", "mlp", "lstm"])
+    ap.add_argument("--models", nargs="+", default=["lenet"], choices=["lenet", "mlp", "lstm", "resnet_mnist"])
     ap.add_argument("--backends", nargs="+", default=["jax", "torch"], choices=["jax", "torch"])
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--steps", type=int, default=150)
@@ -104,14 +112,14 @@ def main(argv: list[str] | None = None) -> int:
                     with args.json.open("a") as fh:
                         fh.write(json.dumps(line) + "\n")
 
-    print(f"\n{'model':<7}{'backend':<9}{'reference':>14}{'specc':>14}{'ratio':>8}{'ref RSS':>10}{'specc RSS':>11}")
+    print(f"\n{'model':<13}{'backend':<9}{'reference':>14}{'specc':>14}{'ratio':>8}{'ref RSS':>10}{'specc RSS':>11}")
     for (model, backend), pairs in rows.items():
         ref = statistics.median(p[0]["samples_per_s"] for p in pairs)
         ours = statistics.median(p[1]["samples_per_s"] for p in pairs)
         ratio = statistics.median(p[1]["samples_per_s"] / p[0]["samples_per_s"] for p in pairs)
         rss_ref = statistics.median(p[0]["rss_mib"] for p in pairs)
         rss_ours = statistics.median(p[1]["rss_mib"] for p in pairs)
-        print(f"{model:<7}{backend:<9}{ref:>12,.0f}/s{ours:>12,.0f}/s{ratio:>8.2f}{rss_ref:>8.0f}MB{rss_ours:>9.0f}MB")
+        print(f"{model:<13}{backend:<9}{ref:>12,.0f}/s{ours:>12,.0f}/s{ratio:>8.2f}{rss_ref:>8.0f}MB{rss_ours:>9.0f}MB")
     return 0
 
 
