@@ -33,6 +33,21 @@ ACTIVATION_LAYERS = {
 
 LEAKY_RELU_SLOPE = 0.01  # `activation=leaky_relu`, and LeakyReLU's default alpha
 
+# The largest size specc checks a model into: any dimension or argument that
+# is a size (units, filters, kernel, stride, padding, vocab, Reshape's
+# dimensions, input dimensions), the elements of any one per-sample tensor,
+# of any one weight array, and the model's total parameter count. Both
+# backends hold shapes as int64, but that is not the real bound: torch's and
+# XLA's kernels (and cuDNN's) index many tensors with 32-bit integers, and
+# 2**31 float32 elements are 8 GiB for one sample's activation or one weight
+# array; 2**31 parameters trained with Adam need 32 GiB of weights, gradients
+# and slots before a single activation. A number beyond this is a typo or a
+# runaway expression, reported at its span before any backend is asked to
+# allocate it (which would end in "Maximum allowed dimension exceeded").
+MAX_SIZE = 2**31 - 1
+MAX_SIZE_TEXT = "2,147,483,647 (2**31 - 1)"
+FLOAT32_MAX = 3.4028234663852886e38  # layer arguments that are numbers are computed in float32 on every backend
+
 
 class LayerError(Exception):
     """A problem with one layer; `arg` names the argument to point at, if any."""
@@ -86,7 +101,16 @@ def _positive_int(value: Any, name: str) -> int:
         raise LayerError(f"{name} must be a positive integer, got {_describe(value)}", hint, name)
     if value <= 0:
         raise LayerError(f"{name} must be a positive integer, got {value}", "counts and sizes start at 1", name)
+    _at_most_max(value, name)
     return value
+
+
+def _at_most_max(value: int, name: str) -> None:
+    if value > MAX_SIZE:
+        raise LayerError(f"{name} must be at most {MAX_SIZE_TEXT}, got {value}", SIZE_HINT, name)
+
+
+SIZE_HINT = "no backend holds a size this large; check the number (and the expression that makes it)"
 
 
 def _pair(value: Any, name: str) -> tuple[int, int]:
@@ -103,12 +127,17 @@ def _nonneg_pair(value: Any, name: str) -> tuple[int, int]:
     if len(items) != 2 or any(isinstance(v, bool) or not isinstance(v, int) or v < 0 for v in items):
         raise LayerError(f"{name} must be valid, same, a non-negative integer or [h, w], got {_describe(value)}",
                          None, name)
+    for v in items:
+        _at_most_max(v, name)
     return (items[0], items[1])
 
 
 def _float(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LayerError(f"{name} must be a number, got {_describe(value)}", None, name)
+    if abs(value) > FLOAT32_MAX:
+        raise LayerError(f"{name} must be at most about 3.4e38 in size, got {_describe(value)}",
+                         "every backend computes it in float32, where this number is infinite", name)
     return float(value)
 
 
@@ -162,6 +191,8 @@ def _dims(value: Any, name: str) -> tuple[int, ...]:
             raise LayerError(f"{name} dimensions must be positive integers or -1, got {_describe(value)}", None, name)
     if list(value).count(-1) > 1:
         raise LayerError(f"{name} may contain -1 only once, got {_describe(value)}", None, name)
+    for v in value:
+        _at_most_max(v, name)
     return tuple(value)
 
 
@@ -241,6 +272,23 @@ def _check_pads_smaller_than_kernel(kind: str, pads, kernel) -> None:
         if max(lo, hi) >= k:
             raise LayerError(f"{kind} padding {max(lo, hi)} must be smaller than the pool size {k}",
                              "a window made only of padding has no value", "padding")
+
+
+def size_problem(kind: str, out: Shape, weights) -> LayerError | None:
+    """A built layer whose output (per sample) or one of whose weight arrays
+    holds more than MAX_SIZE values (see MAX_SIZE), or None. Constant work:
+    a few products, whatever the sizes."""
+    values = prod(out)
+    if values > MAX_SIZE:
+        return LayerError(f"{kind} would output {_shape_str(out)} per sample: {values:,} values, more than specc's "
+                          f"limit of {MAX_SIZE_TEXT}", "no backend holds a tensor this large; check the sizes that "
+                          "make it (units, filters, padding, stride, or the layers above)")
+    for w in weights:
+        if w.size > MAX_SIZE:
+            return LayerError(f"{kind}'s {w.name} {_shape_str(w.shape)} would hold {w.size:,} values, more than "
+                              f"specc's limit of {MAX_SIZE_TEXT}", "no backend holds a weight array this large; "
+                              "use fewer units or filters, or shrink its input (e.g. pool before Flatten)")
+    return None
 
 
 # ---------------------------------------------------------------- builders

@@ -455,8 +455,13 @@ def _load_synthetic(call, input_shape, input_dtype, limit) -> Dataset:
     else:
         raise DataError(f"synthetic(): unsupported input dtype {input_dtype}")
 
-    x_tr, y_tr = make(r_train, samples)
-    x_te, y_te = make(r_test, test_samples)
+    try:
+        x_tr, y_tr = make(r_train, samples)
+        x_te, y_te = make(r_test, test_samples)
+    except MemoryError:
+        need = (samples + test_samples) * dim * max(dtype.itemsize, 8)
+        raise DataError(f"synthetic(): {samples:,} + {test_samples:,} samples of {list(shape)} need about "
+                        f"{need / 2**30:,.1f} GiB, more memory than there is", "make samples smaller") from None
     x_tr, y_tr, x_va, y_va = _split_and_limit("synthetic", x_tr, y_tr, split, limit)
     return Dataset(name="synthetic", x_train=x_tr, y_train=y_tr, x_val=x_va, y_val=y_va,
                    x_test=x_te, y_test=y_te, num_classes=classes, source=None)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from . import ast
 from .binding import Binder, argument_span, layer_signature
 from .blocks import BlockTable
-from .catalogue import LAYERS, LayerError, _describe
+from .catalogue import LAYERS, LayerError, _describe, size_problem
 from .constants import Scope
 from .diagnostics import Reported, Span
 from .ir import INPUT, Layer, Shape
@@ -128,6 +128,10 @@ class GraphBuilder:
             attrs, out, weights = d.build(args, x.shape, x.source)
         except LayerError as err:
             self.out.error(err.message, argument_span(s.call, layer_signature(d), err.arg), err.hint)
+            return self.unknown(x)
+        too_large = size_problem(d.kind, out, weights)
+        if too_large is not None:
+            self.out.error(too_large.message, s.call.span, too_large.hint)
             return self.unknown(x)
         return self.add(Layer(node, d.kind, attrs, x.shape, out, tuple(weights), s.span.line, (x.node,),
                               (x.shape,), s.span.file, s.span.column))

@@ -9,7 +9,7 @@ from typing import TYPE_CHECKING
 
 from . import ast
 from .binding import Signature, argument_span
-from .catalogue import LAYERS, LayerError, _shape_str
+from .catalogue import LAYERS, LayerError, _shape_str, size_problem
 from .ir import INPUT, Layer, Shape
 
 if TYPE_CHECKING:
@@ -92,6 +92,10 @@ class MergeChecks:
         d = LAYERS[kind]
         shapes = tuple(v.shape for v in inputs)
         attrs, out, weights = d.build(attrs if kind == "Concat" else {}, shapes, inputs[0].source)
+        too_large = size_problem("concat" if kind == "Concat" else "residual", out, weights)
+        if too_large is not None:
+            self.out.error(too_large.message, span, too_large.hint)
+            return self.graph.unknown(inputs[0])
         return self.graph.add(Layer(name, kind, attrs, shapes[0], out, tuple(weights), span.line,
                                     tuple(v.node for v in inputs), shapes, span.file, span.column))
 
@@ -106,7 +110,7 @@ def _projection(x: Shape | None, target: Shape) -> str | None:
     if x is None:
         return None
     if len(x) == 3 and len(target) == 3:
-        strides = [next((s for s in range(1, n + 1) if (n - 1) // s + 1 == m), None) for n, m in zip(x[1:], target[1:])]
+        strides = [_stride_to(n, m) for n, m in zip(x[1:], target[1:])]
         if None in strides:
             return None
         stride = strides[0] if strides[0] == strides[1] else list(strides)
@@ -115,3 +119,14 @@ def _projection(x: Shape | None, target: Shape) -> str | None:
     if len(x) == 1 and len(target) == 1:
         return f"shortcut {{ Dense({target[0]}) }}"
     return None
+
+
+def _stride_to(n: int, m: int) -> int | None:
+    """The smallest stride s with ceil(n / s) == m (what a 1x1 convolution
+    of stride s makes of size n), or None. Arithmetic, not a search: sizes
+    may be huge, and the checker's work must not grow with them.
+    ceil(n / s) <= m exactly when s >= ceil(n / m), so that is the one candidate."""
+    if n < 1 or m < 1:
+        return None
+    s = -(-n // m)
+    return s if -(-n // s) == m else None

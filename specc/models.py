@@ -6,7 +6,9 @@ from __future__ import annotations
 from . import ast
 from .binding import Binder
 from .blocks import BlockTable, user_names
-from .catalogue import Symbol, _describe
+from math import prod
+
+from .catalogue import MAX_SIZE, MAX_SIZE_TEXT, Symbol, _describe, _shape_str
 from .constants import Scope
 from .diagnostics import Reported
 from .graph import Context, GraphBuilder, Value
@@ -36,6 +38,12 @@ def build_model(m: ast.ModelDef, scope: Scope, binder: Binder, blocks: BlockTabl
     result = graph.run(stmts, x, Context(scope, names))
     if result is None or graph.failed or shape is None or out.count != before:
         return None
+    params = sum(layer.params for layer in graph.nodes)
+    if params > MAX_SIZE:
+        out.error(f"model '{m.name}' has {params:,} parameters, more than specc's limit of {MAX_SIZE_TEXT}",
+                  m.name_span, "no backend trains this many: with Adam, 2**31 float32 parameters need 32 GiB of "
+                               "weights, gradients and slots; use fewer units or filters")
+        return None
     return Model(m.name, shape, tuple(graph.nodes), dtype)
 
 
@@ -57,5 +65,9 @@ def _input(s: ast.Input, scope: Scope, binder: Binder) -> tuple[tuple[int, ...] 
                 if any(isinstance(d, Symbol) or d == -1 or d is None for d in dims) or not dims
                 else "dimensions are positive integers, channels first: [C, H, W], [T, F] or [F]")
         out.error(f"input shape must be positive integers, got {_describe(list(dims))}", s.shape.span, hint)
+        return None, dtype
+    if prod(dims) > MAX_SIZE:
+        out.error(f"input {_shape_str(dims)} holds {prod(dims):,} values per sample, more than specc's limit of "
+                  f"{MAX_SIZE_TEXT}", s.shape.span, "no backend holds a sample this large; check the dimensions")
         return None, dtype
     return tuple(dims), dtype

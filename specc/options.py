@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any, Callable
 
-from .catalogue import REQUIRED, Arg, LayerError, Symbol, _describe
+from .catalogue import MAX_SIZE, MAX_SIZE_TEXT, REQUIRED, SIZE_HINT, Arg, LayerError, Symbol, _describe
 
 # name -> ordered {argument: default}; the first `positional` arguments may be
 # given without a keyword.
@@ -93,6 +93,8 @@ def _integer(value: Any, name: str) -> int:
 def _count(value: Any, name: str) -> int:
     if _integer(value, name) <= 0:
         raise LayerError(f"{name} must be positive, got {_describe(value)}", None, name)
+    if value > MAX_SIZE:  # samples, classes, a latent size: specc's size limit (specc.catalogue.MAX_SIZE)
+        raise LayerError(f"{name} must be at most {MAX_SIZE_TEXT}, got {_describe(value)}", SIZE_HINT, name)
     return int(value)
 
 

@@ -20,6 +20,7 @@ from .diagnostics import Diagnostic, SpecError, Span
 from .syntax_errors import syntax_diagnostic
 
 MAX_RECOVERED_ERRORS = 20
+FLOAT_DIGITS = 309  # an integer literal longer than this is above 1.8e308, the largest float
 
 
 class _BracketNewlines:
@@ -68,6 +69,8 @@ class _ToAst(Transformer):
     def number(self, meta, children):
         text = str(children[0])
         is_int = text.isdigit()
+        if is_int and len(text.lstrip("0")) > FLOAT_DIGITS:  # beyond any float, and int() may refuse it
+            return ast.Number(float("inf"), self._s(meta))  # the checker reports "number too large" here
         return ast.Number(int(text) if is_int else float(text), self._s(meta))
 
     @v_args(meta=True)

@@ -158,6 +158,18 @@ CASES = {
                                "imported blocks included"),
     "import_duplicate_model": (3, 7, "model 'head' is already defined on tests/bad_specs/imports/with_model.spec:2",
                                "imported models included"),
+    # ---------------------------------------------------------------- sizes no backend holds (catalogue.MAX_SIZE)
+    "residual_after_huge_padding": (3, 25, "Conv2D: padding must be at most 2,147,483,647 (2**31 - 1), "
+                                    "got 99999999999999999999", "no backend holds a size this large"),
+    "dense_too_many_units": (3, 11, "Dense: units must be at most 2,147,483,647 (2**31 - 1), got "
+                             "99999999999999999999", "no backend holds a size this large"),
+    "conv_output_too_large": (4, 5, "Conv2D would output [4, 2000026, 2000026] per sample: 16,000,416,002,704 "
+                              "values, more than specc's limit of 2,147,483,647 (2**31 - 1)",
+                              "no backend holds a tensor this large"),
+    "model_too_many_params": (2, 7, "model 'wide' has 3,200,080,000 parameters, more than specc's limit of "
+                              "2,147,483,647 (2**31 - 1)", "2**31 float32 parameters need 32 GiB"),
+    "input_too_large": (2, 11, "input [3, 65536, 65536] holds 12,884,901,888 values per sample, more than "
+                        "specc's limit", "no backend holds a sample this large"),
     # ---------------------------------------------------------------- not text
     "binary_nul": (3, 1, "contains a NUL byte", "UTF-8 text"),
     "not_utf8": (1, 6, "byte 0xe9 is not valid UTF-8", "save the file as UTF-8"),
