@@ -18,6 +18,7 @@ from typing import Any
 
 from .checkpoint import POINTER, STATE, Checkpoint, damaged, load_checkpoint, read_json, write_atomic
 from .errors import UserError
+from .fingerprint import canonical, difference, fingerprint
 from .ir import Model, Train
 from .options import ARG_TYPES, FUSED_ACTIVATION, saved_train_problem
 
@@ -109,8 +110,10 @@ class Resumed:
         return used if used[-1] == backend else [*used, backend]
 
 
-def open_resume(run_dir: Path, model: Model) -> Resumed:
-    """The run to continue; a damaged file is named, with what can be done."""
+def open_resume(run_dir: Path, model: Model, program: Any = None, spec_path: str | None = None) -> Resumed:
+    """The run to continue; a damaged file is named, with what can be done.
+    The spec's models (`model`, and the others the run's recipe trains, from
+    `program`) must be the ones the run trained: the same fingerprint."""
     resume = load_checkpoint(run_dir, required_state=("history", "run"))
     if resume is None:
         source = run_dir / RUN_INFO
@@ -127,6 +130,7 @@ def open_resume(run_dir: Path, model: Model) -> Resumed:
     if saved["model"] != model.name:
         raise RunError(f"{run_dir} is a run of model {saved['model']}, not {model.name}",
                        f"resume it with --model {saved['model']}, or give another run directory")
+    _check_fingerprints(run_dir, source, saved, trained_models(program, model, train), spec_path)
     _check_model(run_dir, saved, train, model)
     return Resumed(resume, saved, train)
 
@@ -145,6 +149,46 @@ def _saved_train(source: Path, saved: Any) -> Train:
     if problem:
         raise damaged(source, f"does not describe a specc run (its train block: {problem})")
     return train
+
+
+def trained_models(program: Any, model: Model, train: Train) -> tuple[Model, ...]:
+    """The models a run of `train` trains: `model`, and those its recipe names
+    (a GAN's discriminator), as far as `program` has them."""
+    named = [value for key, value in (train.recipe.args.items() if train.recipe is not None else ())
+             if ARG_TYPES.get(key) == "model"]
+    models = getattr(program, "models", {})
+    return (model, *(models[name] for name in named if name in models and name != model.name))
+
+
+def model_records(models) -> dict:
+    """run.json's "models": each model's fingerprint and canonical IR (specc.fingerprint)."""
+    from .fingerprint import record
+
+    return {m.name: record(m) for m in models}
+
+
+def _check_fingerprints(run_dir: Path, source: Path, saved: dict, models: tuple[Model, ...],
+                        spec_path: str | None) -> None:
+    """Every model the run trained is the spec's model of that name, to the
+    last attribute. A run made before fingerprints (no "models") is left to
+    the older checks: the weight shapes and the loss's final activation."""
+    kept = saved.get("models")
+    if kept is None:
+        return
+    if not isinstance(kept, dict) or not all(isinstance(v, dict) and isinstance(v.get("fingerprint"), str)
+                                             for v in kept.values()):
+        raise damaged(source, "does not describe a specc run (its models are not fingerprints)")
+    for model in models:
+        entry = kept.get(model.name)
+        if entry is None:
+            raise damaged(source, f"does not describe a specc run (it has no fingerprint of model {model.name})")
+        if entry["fingerprint"] == fingerprint(model):
+            continue
+        what = difference(entry.get("ir"), canonical(model)) or "its IR differs from the run's"
+        where = f" in {spec_path}" if spec_path else ""
+        raise RunError(f"cannot resume {run_dir}: model {model.name}{where} is not the model the run trained: {what}",
+                       f"resume with the spec the run was started with ({saved.get('spec')}) as it was then, "
+                       "or train the changed model as a new run (without --resume)")
 
 
 def _check_model(run_dir: Path, saved: dict, train: Train, model: Model) -> None:

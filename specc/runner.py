@@ -29,7 +29,8 @@ from .plan import SpeedChoices
 from .progress import Progress
 from .recipes import Recipe, checkpoint_groups, make_recipe
 from .recipes.supervised import Trainer, accuracy_kind, prepare_targets
-from .rundir import RUN_INFO, Interrupted, Resumed, RunDir, RunError, check_resume_spec, default_run_dir, open_resume
+from .rundir import (RUN_INFO, Interrupted, Resumed, RunDir, RunError, check_resume_spec, default_run_dir,
+                     model_records, open_resume)
 
 __all__ = ["Interrupted", "Options", "RunError", "RunResult", "Trainer", "accuracy_kind", "apply_overrides",
            "evaluate_weights", "prepare_targets", "sample_weights", "train_model", "RUN_INFO"]
@@ -96,7 +97,7 @@ class _Start:
         return self.resumed.checkpoint if self.resumed else None
 
 
-def _start(opts: Options, model: Model, train: Train, world: World) -> _Start:
+def _start(opts: Options, model: Model, train: Train, world: World, program=None, spec_path=None) -> _Start:
     from .validate import validate_out_dir
 
     if not opts.resume:
@@ -104,7 +105,7 @@ def _start(opts: Options, model: Model, train: Train, world: World) -> _Start:
         if world.chief:  # the others would find the directory the chief has just made
             validate_out_dir(run_dir, "--out" if opts.out else "run directory")
         return _Start(run_dir, apply_overrides(train, opts), [opts.backend])
-    resumed = open_resume(Path(opts.resume), model)
+    resumed = open_resume(Path(opts.resume), model, program, spec_path)
     saved, train = resumed.saved, resumed.train
     if opts.epochs is not None:
         train = train.replace(epochs=opts.epochs)
@@ -131,7 +132,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
         check_resume_spec(spec_path, program, opts.resume)
     model, train = _pick(program, model_name, spec_path)
     world = start_world(opts)
-    start = _start(opts, model, train, world)
+    start = _start(opts, model, train, world, program, spec_path)
     train = start.train
     validate_seed(train.seed)
     recipe = make_recipe(program, model, train, opts.backend, opts.device, world)
@@ -147,7 +148,7 @@ def train_model(spec_path: str, model_name: str | None, opts: Options,
     run_dir = RunDir(start.run_dir, writes=world.chief)
     run_info = {"spec": str(spec_path), "model": model.name, "backend": opts.backend, "backends": start.backends,
                 "train": train.to_dict(), "limit": opts.limit, "data_dir": opts.data_dir, "device": opts.device,
-                **world.to_dict()}
+                **world.to_dict(), "models": model_records(recipe.models())}
     run_dir.create("\n\n".join(Report.of(m).table() for m in recipe.models()), run_info, fresh=checkpoint is None)
     plan = recipe.plan
     view = Progress(opts.quiet or not world.chief, train.epochs, plan.steps_per_epoch)
@@ -181,6 +182,8 @@ def check_launch(spec_path: str, model_name: str | None, opts: Options) -> None:
     program = load(spec_path)
     if opts.resume:  # the batch is the resumed run's; each worker checks it
         check_resume_spec(spec_path, program, opts.resume)
+        model, _ = _pick(program, model_name, spec_path)
+        open_resume(Path(opts.resume), model, program, spec_path)  # the same models, once, not in every worker
         return
     model, train = _pick(program, model_name, spec_path)
     check_batch(apply_overrides(train, opts).batch, opts.devices)

@@ -106,7 +106,7 @@ def validate_options(opts: Any) -> None:
     validate_data_dir(opts.data_dir)
     if opts.resume:
         validate_resume_dir(opts.resume)
-    if opts.resume and opts.out:
+    if opts.resume and opts.out and not _same_directory(opts.out, opts.resume):
         raise OptionError("--out and --resume cannot be used together",
                           "a resumed run continues in its own directory: drop --out")
     kept = [f"--{key}" for key in ("batch", "lr", "seed", "limit") if opts.resume and getattr(opts, key) is not None]
@@ -117,6 +117,15 @@ def validate_options(opts: Any) -> None:
     precision = getattr(opts, "precision", "f32")
     if precision not in PRECISIONS:
         raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {_shown(precision)}")
+
+
+def _same_directory(out: Any, resume: Any) -> bool:
+    """--out names the directory --resume continues (the original command run
+    again with --resume): `run`, `./run/` or a link to it alike."""
+    try:
+        return Path(out).exists() and os.path.samefile(out, resume)
+    except OSError:
+        return False
 
 
 def validate_parallel(opts: Any) -> None:

@@ -350,13 +350,14 @@ def test_damaged_metrics_rows_are_refused_before_the_run_goes_on(finished_run, t
 
 
 def test_a_model_of_the_same_name_and_shapes_but_another_loss_is_refused(finished_run, tmp_path):
-    """Same weight shapes, but a tanh output the run's cross-entropy was never checked against."""
+    """Same weight shapes, but a tanh output the run's cross-entropy was never checked against: the
+    fingerprint names the change (a run without one: tests/test_reliability_resume.py)."""
     run_dir = tmp_path / "run"
     shutil.copytree(finished_run, run_dir)
     other = Path(_spec_of(run_dir)).read_text().replace("Dense(4, activation=softmax)", "Dense(4, activation=tanh)")
     (tmp_path / "tanh.spec").write_text(other.replace("loss      = cross_entropy", "loss      = mse"))
     before = _snapshot(run_dir)
-    with pytest.raises(RunError, match="ends in tanh: not the model the run trained"):
+    with pytest.raises(RunError, match="not the model the run trained: dense_2: activation softmax -> tanh"):
         train_model(str(tmp_path / "tanh.spec"), None, Options(backend="jax", quiet=True, resume=str(run_dir)))
     assert _snapshot(run_dir) == before
 
