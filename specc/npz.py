@@ -126,8 +126,10 @@ def _targets(path: Path, key: str, y: np.ndarray, n: int) -> np.ndarray:
 
 def _num_classes(*ys: np.ndarray | None) -> int | None:
     ys = [y for y in ys if y is not None and len(y)]
-    if ys and all(y.dtype == np.int32 and y.ndim == 1 for y in ys):
+    if ys and all(y.dtype == np.int32 and (y.ndim == 1 or y.shape[1:] == (1,)) for y in ys):  # ids, or a column of ids
         return int(max(int(y.max()) for y in ys)) + 1
+    if ys and all(y.shape[1:] == (1,) for y in ys):  # one float target (or id) per sample: no class count
+        return None
     if ys and all(y.ndim == 2 for y in ys):
         return int(ys[0].shape[1])
     return None

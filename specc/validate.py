@@ -275,11 +275,13 @@ def _class_ids(where: str, name: str, y: np.ndarray, model: Model, loss: str) ->
             shown = f"{_at(name, _index(fractional))} is {_value(y, _index(fractional))}"
             raise DataError(f"{where}: {shown}, but {loss} needs integer class ids: {LABELS_MISFIT}",
                             "store class ids as integers (y.astype(int)); one-hot rows become ids with y.argmax(-1)")
-    if y.shape[1:] != per_sample:
+    if y.shape[1:] not in (per_sample, per_sample + (1,)):  # a column of ids is flattened, as Keras does
         what = "a class id per sample" if not per_sample else "a class id per time step"
         raise DataError(f"{where}: {name} has shape {_shape(y.shape)}, but model '{model.name}' outputs "
                         f"{_shape(model.output_shape, 'N')}, so {loss} needs {what}, shape "
-                        f"{_shape(per_sample, 'N')}: {LABELS_MISFIT}")
+                        f"{_shape(per_sample, 'N')} (or {_shape(per_sample + (1,), 'N')}): {LABELS_MISFIT}",
+                        "one-hot rows become ids with y.argmax(-1)" if y.shape[1:] == tuple(model.output_shape)
+                        else None)
     _ids_in_range(where, name, y, classes, model, f"{loss} needs class ids in [0, {classes})")
 
 

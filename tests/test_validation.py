@@ -103,8 +103,14 @@ DATA_CASES = {
     "float labels for cross_entropy": (CLASSIFIER, dict(y_train=np.full(24, 0.5)),
                                        ["data.npz", "y_train[0] is 0.5", "integer class ids",
                                         "the labels do not fit the model"]),
-    "labels of shape [N, 1]": (CLASSIFIER, dict(y_train=np.zeros((24, 1), int)),
-                               ["data.npz", "y_train has shape [24, 1]", "the labels do not fit the model"]),
+    # [N, 1], a column of ids, is taken as Keras takes it (tests/test_reliability_labels.py); other shapes are not
+    "labels of shape [N, 2]": (CLASSIFIER, dict(y_train=np.zeros((24, 2), int)),
+                               ["data.npz", "y_train has shape [24, 2]", "shape [N] (or [N, 1])",
+                                "the labels do not fit the model"]),
+    "labels of shape [N, 1, 1]": (CLASSIFIER, dict(y_test=np.zeros((8, 1, 1), int)),
+                                  ["data.npz", "y_test has shape [8, 1, 1]", "the labels do not fit the model"]),
+    "one-hot labels for cross_entropy": (CLASSIFIER, dict(y_train=np.eye(8, dtype=np.float32)[np.arange(24) % 8]),
+                                         ["data.npz", "y_train has shape [24, 8]", "the labels do not fit the model"]),
     "bce target of 2": (BINARY, dict(y_train=np.r_[np.zeros(3, int), 2, np.zeros(20, int)]),
                         ["data.npz", "y_train[3] is 2", "[0, 1]", "the labels do not fit the model"]),
     "mse class id out of the one-hot": (REGRESSOR, dict(y_test=np.array([0, 1, 2, 3, 4, 5, 6, 9])),
@@ -555,7 +561,7 @@ def test_any_npz_loads_and_fits_or_is_one_user_error(arrays, split, loss):
         if loss == "cross_entropy":  # integer ids, or whole-number floats the backends get as those ids
             ids = prepare_targets(model, train, y)
             assert ids.dtype.kind == "i" and ids.ndim == 1 and 0 <= ids.min() and ids.max() < 8
-            assert np.array_equal(ids, y)
+            assert np.array_equal(ids, y.reshape(len(y)))  # a column of ids [N, 1] too
         if loss == "binary_cross_entropy":
             assert np.isfinite(y).all() and 0 <= y.min() and y.max() <= 1
         if loss == "mse":

@@ -48,8 +48,20 @@ def prepare_targets(model: Model, train: Train, y: np.ndarray) -> np.ndarray:
         return np.eye(classes, dtype=np.float32)[y] if classes > 1 else y.astype(np.float32)[:, None]
     if train.loss == "binary_cross_entropy":
         return y.astype(np.float32).reshape(len(y), *model.output_shape)
-    if train.loss == "cross_entropy" and y.dtype.kind == "f":  # whole numbers (validated): the ids
-        return y.astype(np.int32)
+    if train.loss == "cross_entropy":
+        y = class_ids(model, y)
+        if y.dtype.kind == "f":  # whole numbers (validated): the ids
+            return y.astype(np.int32)
+    return y
+
+
+def class_ids(model: Model, y: np.ndarray) -> np.ndarray:
+    """Class ids as the cross-entropy takes them, one per output position:
+    a column of ids ([N, 1] for an output [N, C], as a CSV gives them) is
+    flattened to [N], as Keras's sparse cross-entropy does."""
+    per_sample = tuple(model.output_shape[:-1])
+    if y.shape[1:] == per_sample + (1,):
+        return y.reshape(y.shape[:-1])
     return y
 
 
