@@ -202,10 +202,10 @@ def _check_model(run_dir: Path, saved: dict, train: Train, model: Model) -> None
                        f"resume with the spec the run was started with ({saved.get('spec')})")
 
 
-def check_resume_spec(spec_path: str, program: Any, run_dir: str | Path) -> None:
-    """The models a resumed run's recipe names (a GAN's discriminator) are in
-    the spec it is resumed with. Reads only the run's JSON: anything damaged
-    is left for open_resume to name."""
+def saved_run_info(run_dir: str | Path) -> dict | None:
+    """How the run in `run_dir` was last started (the latest checkpoint's, else
+    run.json), or None when it cannot be read: reads only the run's JSON,
+    and anything damaged is left for open_resume to name."""
     run_dir = Path(run_dir)
     try:
         pointer = read_json(run_dir / POINTER) if (run_dir / POINTER).is_file() else None
@@ -213,6 +213,18 @@ def check_resume_spec(spec_path: str, program: Any, run_dir: str | Path) -> None
             saved = read_json(run_dir / pointer["latest"] / STATE)["run"]
         else:
             saved = read_json(run_dir / RUN_INFO)
+    except (UserError, KeyError, TypeError, ValueError, AttributeError, OSError):
+        return None
+    return saved if isinstance(saved, dict) else None
+
+
+def check_resume_spec(spec_path: str, program: Any, run_dir: str | Path) -> None:
+    """The models a resumed run's recipe names (a GAN's discriminator) are in
+    the spec it is resumed with. Reads only the run's JSON: anything damaged
+    is left for open_resume to name."""
+    run_dir = Path(run_dir)
+    saved = saved_run_info(run_dir)
+    try:
         recipe = Train.from_dict(saved["train"]).recipe
         named = {key: value for key, value in recipe.args.items() if ARG_TYPES.get(key) == "model"} if recipe else {}
     except (UserError, KeyError, TypeError, ValueError, AttributeError):

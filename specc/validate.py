@@ -109,7 +109,8 @@ def validate_options(opts: Any) -> None:
     if opts.resume and opts.out and not _same_directory(opts.out, opts.resume):
         raise OptionError("--out and --resume cannot be used together",
                           "a resumed run continues in its own directory: drop --out")
-    kept = [f"--{key}" for key in ("batch", "lr", "seed", "limit") if opts.resume and getattr(opts, key) is not None]
+    kept = [f"--{key}" for key in ("batch", "lr", "seed", "limit")
+            if opts.resume and getattr(opts, key) is not None and not _as_started(opts.resume, key, getattr(opts, key))]
     if kept:  # the runner takes these from the run: given here they would be ignored silently
         raise OptionError(f"{kept[0]} cannot change a resumed run: it goes on with the values it was started with",
                           f"drop {kept[0]} (with --resume, --epochs may grow the run), or start a new run")
@@ -117,6 +118,23 @@ def validate_options(opts: Any) -> None:
     precision = getattr(opts, "precision", "f32")
     if precision not in PRECISIONS:
         raise OptionError(f"--precision must be one of {', '.join(PRECISIONS)}, got {_shown(precision)}")
+
+
+def _as_started(run_dir: Any, key: str, value: Any) -> bool:
+    """`--key value` is what the run in `run_dir` was started with (the
+    original command run again with --resume): harmless, so accepted."""
+    from .rundir import saved_run_info
+
+    saved = saved_run_info(run_dir)
+    try:
+        train = saved["train"]
+        was = {"batch": lambda: train["batch"], "seed": lambda: train["seed"], "limit": lambda: saved["limit"],
+               "lr": lambda: train["optimizer"]["args"]["lr"]}[key]()
+    except (KeyError, TypeError, IndexError):
+        return False
+    if isinstance(was, bool) or not isinstance(was, (int, float)) or isinstance(value, bool):
+        return False
+    return float(was) == float(value) if key == "lr" else was == value
 
 
 def _same_directory(out: Any, resume: Any) -> bool:

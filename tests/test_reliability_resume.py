@@ -307,3 +307,27 @@ def test_a_gan_run_fingerprints_both_models(tmp_path, monkeypatch):
     assert _snapshot(tmp_path / "run") == before
     resumed = train_model("gan.spec", None, Options(backend="jax", quiet=True, resume="run", epochs=2))
     assert resumed.result["epochs"] == 2
+
+
+def test_the_original_flags_again_with_resume_are_accepted(finished, tmp_path, monkeypatch, capsys):
+    """The original command plus --resume: --batch, --lr, --seed and --limit
+    that equal the run's are accepted; another value is refused as before."""
+    from specc.cli import main
+
+    monkeypatch.chdir(tmp_path)
+    _copy(finished, tmp_path)
+    shutil.copy(finished.parent / "a.spec", tmp_path / "a.spec")
+    before = _snapshot(tmp_path / "run")
+    for flag, value in (("--seed", "2"), ("--batch", "16"), ("--lr", "0.01"), ("--limit", "64")):
+        status = main(["train", "a.spec", "--backend", "torch", "--quiet", "--out", "run", flag, value,
+                       "--resume", "run"])
+        err = capsys.readouterr().err
+        assert status == 1
+        assert err.startswith(f"specc: error: {flag} cannot change a resumed run: it goes on with the values it "
+                              "was started with\nhint: "), err
+    assert _snapshot(tmp_path / "run") == before
+    status = main(["train", "a.spec", "--backend", "torch", "--quiet", "--out", "run", "--seed", "1", "--batch", "32",
+                   "--lr", "3e-3", "--epochs", "2", "--resume", "run"])
+    captured = capsys.readouterr()
+    assert status == 0, captured.err
+    assert json.loads(captured.out)["epochs"] == 2
