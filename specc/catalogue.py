@@ -136,7 +136,7 @@ def _float(value: Any, name: str) -> float:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise LayerError(f"{name} must be a number, got {_describe(value)}", None, name)
     if abs(value) > FLOAT32_MAX:
-        raise LayerError(f"{name} must be at most about 3.4e38 in size, got {_describe(value)}",
+        raise LayerError(f"{name} must be within float32's range (about -3.4e38 to 3.4e38), got {_describe(value)}",
                          "every backend computes it in float32, where this number is infinite", name)
     return float(value)
 
