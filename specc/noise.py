@@ -1,8 +1,8 @@
 """Counter-based Gaussian noise: the same numbers on every backend.
 
 A GAN's latent vectors, the fixed batch its pictures are drawn from, an
-autoencoder's input noise (and later dropout) must be the same on JAX and
-PyTorch for one seed, so their loss curves overlay. Framework generators
+autoencoder's input noise and every Dropout mask must be the same on JAX and
+PyTorch for one seed, so that the two backends train the same network. Framework generators
 (jax.random, torch.Generator) cannot agree, so specc draws its own: a
 stateless hash of (seed, stream, step, counter), written once here against a
 tiny array-module adapter (`ops`) and run by numpy (this module, the
@@ -58,7 +58,25 @@ TWO_PI = float(np.float32(2 * math.pi))
 STREAM_LATENT = 1  # a GAN step's latent vectors z
 STREAM_SAMPLES = 2  # the fixed latent batch that pictures and scores are drawn from
 STREAM_INPUT_NOISE = 3  # an autoencoder's Gaussian input noise
-STREAM_DROPOUT = 4  # reserved: dropout masks
+STREAM_DROPOUT = 4  # dropout masks (each layer and forward its own stream: dropout_stream)
+
+# Dropout, the same masks on every backend and device count: in a training
+# forward of global step s, Dropout layer `slot` (its order among the
+# network's Dropout layers, counted from the network's first slot: a GAN's
+# discriminator counts on after its generator's) keeps element i of sample j
+# of the global batch when
+#     uniform(seed, dropout_stream(slot, forward), s * batch + j, sample_shape)[i] < 1 - rate
+# (`batch` is the plan's batch, so the last, partial batch takes keys of the
+# same form; the sample shape is the IR's, channels first; the key wraps mod
+# 2**32), and scales what it keeps by 1 / (1 - rate). `forward` tells apart
+# the forwards of one network in one step (the GAN's D runs three).
+FORWARDS = 4  # forwards of one network in one step with their own masks
+
+
+def dropout_stream(slot: int, forward: int) -> int:
+    """specc.noise stream of one dropout layer in one forward of a step:
+    STREAM_DROPOUT in the low byte, so never one of the small STREAM_* numbers."""
+    return STREAM_DROPOUT + 256 * (1 + slot * FORWARDS + forward)
 
 
 # ---------------------------------------------------------------- the formula, once
@@ -211,6 +229,13 @@ def uniform(seed: int, stream: int, step, shape) -> np.ndarray:
 def bits(seed: int, stream: int, step, count: int) -> np.ndarray:
     """The raw uint32 words of counters 0..count-1."""
     return bits_with(NumpyOps, seed, stream, _steps(step), count)
+
+
+def dropout_keep(seed: int, slot: int, forward: int, step: int, batch: int, rows, shape, rate: float) -> np.ndarray:
+    """The reference keep mask (bool, [len(rows), *shape]) of Dropout layer
+    `slot` for global `rows` of the batch of global step `step` (see above)."""
+    keys = (int(step) * int(batch) + np.asarray(rows, dtype=np.int64)) & MASK
+    return uniform(seed, dropout_stream(slot, forward), keys, shape) < np.float32(1.0 - rate)
 
 
 def _steps(step):

@@ -500,7 +500,7 @@ def test_apply_fn_is_pure_and_jittable():
     y, stats = apply(variables, x, False, None)
     np.testing.assert_allclose(np.asarray(y), ref_forward(model, weights, x), rtol=RTOL, atol=ATOL)
     assert jax.tree.map(np.shape, stats) == jax.tree.map(np.shape, variables["batch_stats"])
-    y_train, new_stats = apply(variables, x, True, jax.random.key(0))
+    y_train, new_stats = apply(variables, x, True, B.DropoutNoise(step=0, seed=0))
     assert y_train.shape == y.shape
     assert not np.array_equal(new_stats["batch_norm_1"]["mean"], variables["batch_stats"]["batch_norm_1"]["mean"])
     with pytest.raises(ValueError, match="rng"):

@@ -3,8 +3,8 @@
 Why linen rather than nnx: the runner's train step is a pure function
 `step(params, batch_stats, opt_state, x, y, rng)` jitted with donated buffers.
 Linen modules are stateless descriptions whose variables are a plain pytree,
-so `module.apply(variables, x, mutable=["batch_stats"], rngs=...)` is already
-that pure function: it jits, donates, `jax.grad`s and shards with nothing in
+so `module.apply(variables, x, True, noise, mutable=["batch_stats"])` is
+already that pure function: it jits, donates, `jax.grad`s and shards with nothing in
 between. nnx keeps state inside mutable Python objects; in a functional step it
 needs `nnx.split`/`nnx.merge` (or `nnx.jit` with its graph traversal on every
 call) to get the same pytree back, which adds overhead and a second way of
@@ -25,6 +25,10 @@ Modules:
 Backend API (see specc.backend): `build`, `to_native`, `from_native`, `run`,
 `forward_train`, `gradients`, plus `apply_fn` for the runner. Inputs and
 outputs are channels-first numpy batches; NHWC is an internal detail.
+
+Dropout masks are not jax.random's: a training forward takes a
+`DropoutNoise` (seed, global step, batch) and draws specc.noise's masks, the
+ones the PyTorch backend draws, so both backends train the same network.
 """
 
 from __future__ import annotations
@@ -47,9 +51,11 @@ from specc import ir  # noqa: E402
 
 from .convert import from_native, params_to_canonical, to_native  # noqa: E402
 from .layers import LOWER, SpeccModule, output_activation  # noqa: E402
+from .noise import DropoutNoise  # noqa: E402
 from .parallel import start_world  # noqa: E402
 
 __all__ = [
+    "DropoutNoise",
     "LOWER",
     "PRECISIONS",
     "SpeccModule",
@@ -90,8 +96,8 @@ def build(model: ir.Model, *, precision: Any = lax.Precision.HIGHEST, logits: bo
           dtype: Any = None) -> SpeccModule:
     """The Flax linen module for `model`. Apply it to the variables from
     `to_native`: `module.apply(variables, x)` for inference, and
-    `module.apply(variables, x, train=True, mutable=["batch_stats"],
-    rngs={"dropout": key})` for training. `logits=True` leaves off the last
+    `module.apply(variables, x, train=True, noise=DropoutNoise(step, seed, batch),
+    mutable=["batch_stats"])` for training. `logits=True` leaves off the last
     layer's softmax/sigmoid (for fused losses). `dtype=jnp.bfloat16`
     computes in bf16 with f32 parameters and output (see SpeccModule)."""
     return SpeccModule(model, precision=precision, logits=logits, dtype=dtype)
@@ -103,24 +109,29 @@ def _uses_dropout(model: ir.Model) -> bool:
 
 def apply_fn(model: ir.Model, *, logits: bool = False, precision: Any = lax.Precision.HIGHEST,
              dtype: Any = None) -> ApplyFn:
-    """A pure, jit-friendly `(variables, x, train, rng) -> (y, new_batch_stats)`.
+    """A pure, jit-friendly `(variables, x, train, noise) -> (y, new_batch_stats)`.
 
     `variables` is the pytree of `to_native` ({"params", "batch_stats"});
-    `train` must be a Python bool (close over it or mark it static); `rng` is a
-    JAX key for dropout, or None when the model has no dropout or `train` is
-    False. In inference mode the batch stats come back unchanged. `dtype`: the
-    compute dtype (None: f32; see SpeccModule).
+    `train` must be a Python bool (close over it or mark it static); `noise`
+    is a `DropoutNoise` (e.g. `DropoutNoise(step, seed=plan.seed,
+    batch=plan.batch)`; its step may be traced) that the Dropout masks are
+    drawn at, the masks the PyTorch backend draws at that seed and step, or
+    None when the model has no dropout or `train` is False (then it is not
+    looked at). In inference mode the batch stats come back unchanged.
+    `dtype`: the compute dtype (None: f32; see SpeccModule).
     """
     module = build(model, precision=precision, logits=logits, dtype=dtype)
-    needs_rng = _uses_dropout(model)
+    needs_noise = _uses_dropout(model)
 
-    def apply(variables, x, train: bool, rng=None):
+    def apply(variables, x, train: bool, noise: DropoutNoise | None = None):
         if not train:
             return module.apply(variables, x, train=False), variables.get("batch_stats", {})
-        if needs_rng and rng is None:
-            raise ValueError(f"model {model.name} has Dropout: a training-mode forward needs an rng key")
-        rngs = {"dropout": rng} if rng is not None else {}
-        y, updates = module.apply(variables, x, train=True, rngs=rngs, mutable=["batch_stats"])
+        if not needs_noise:
+            noise = None
+        elif not isinstance(noise, DropoutNoise):
+            raise ValueError(f"model {model.name} has Dropout: a training-mode forward needs a DropoutNoise "
+                             f"(the seed and step its masks are drawn at; no longer an rng key), got {noise!r}")
+        y, updates = module.apply(variables, x, True, noise, mutable=["batch_stats"])
         return y, updates.get("batch_stats", {})
 
     return apply
@@ -136,8 +147,8 @@ def _compiled(key: str):
     def infer(variables, x):
         return apply(variables, x, False, None)[0]
 
-    def train(variables, x, rng):
-        return apply(variables, x, True, rng)
+    def train(variables, x, noise):
+        return apply(variables, x, True, noise)
 
     def mse(params, batch_stats, x, target):
         y, _ = apply({"params": params, "batch_stats": batch_stats}, x, False, None)
@@ -167,10 +178,12 @@ def run(model: ir.Model, weights: Mapping[str, np.ndarray], x) -> np.ndarray:
 
 def forward_train(model: ir.Model, weights: Mapping[str, np.ndarray], x, seed: int = 0):
     """Training-mode forward: `(y, weights)` where the returned weights are
-    `weights` with BatchNorm moving statistics updated (Keras convention)."""
+    `weights` with BatchNorm moving statistics updated (Keras convention).
+    Dropout masks are specc.noise's at (`seed`, step 0), `x` one batch."""
     _, train, _ = _compiled(_key(model))
     variables = to_native(model, weights)
-    y, batch_stats = train(variables, _batch(model, x), jax.random.key(seed))
+    x = _batch(model, x)
+    y, batch_stats = train(variables, x, DropoutNoise(step=0, seed=seed, batch=len(x)))
     updated = from_native(model, {"params": variables["params"], "batch_stats": batch_stats})
     return np.asarray(y), updated
 

@@ -25,8 +25,10 @@ formula is evaluated per update. Batch i of an epoch is order[i*b:(i+1)*b],
 gathered on the device; the last partial batch takes the first rows of that
 step's noise. Metrics (sums weighted by batch size and the first step whose
 losses were not finite) accumulate in the donated carry: `pull` is the only
-host sync. Dropout masks come from jax.random folded with the step (they do
-not match PyTorch's, as in the supervised trainers).
+host sync. Dropout masks are specc.noise's (noise.keep_mask), as the
+PyTorch GAN trainer draws them: G's Dropout layers take slots from 0, D's
+count on after G's; G(z) and D(real) are forward 0 of the step, D(fake)
+forward 1, D'(fake) for the G update forward 2.
 
 Data parallel (a World of several devices): the same step over a mesh
 (parallel.Placement), the real batch and the latent batch split by rows,
@@ -61,7 +63,7 @@ from specc.plan import Plan
 
 from .. import gan_pair
 from . import apply_fn, compute_args, from_native, opt_state, to_native
-from .noise import gaussian
+from .noise import DropoutNoise, gaussian
 from .parallel import Placement
 from .train import _nonfinite_name, describe, jit_options, make_optimizer
 
@@ -97,7 +99,7 @@ class StepFunctions:
         self.g_apply = apply_fn(generator, **compute)
         self.d_apply = apply_fn(discriminator, logits=True, **compute)  # the fused BCE wants D's logits
         self.optimizer = make_optimizer(plan)
-        self.key = jax.random.key(plan.seed)
+        self.d_first_slot = sum(layer.kind == "Dropout" for layer in generator.layers)  # D's slots follow G's
         self.kinds = {layer.kind for model in (generator, discriminator) for layer in model.layers}
         self.g_kinds = {layer.kind for layer in generator.layers}
         self._infer: dict[str, Any] = {}  # platform -> jitted inference-mode G
@@ -127,17 +129,18 @@ class StepFunctions:
         real = split(jnp.take(x_all, split(lax.dynamic_slice_in_dim(order, start, size)), axis=0))
         step = carry["step"]
         z = split(gaussian(self.seed, STREAM_LATENT, step, (size, self.latent)))
-        rngs = jax.random.split(jax.random.fold_in(self.key, step), 4)
+        g_noise = DropoutNoise(step=step, seed=self.seed, batch=self.plan.batch)
+        d_noise = g_noise.replace(first_slot=self.d_first_slot)
         g, d = carry["generator"], carry["discriminator"]
 
         def g_forward(params):
-            return self.g_apply({"params": params, "batch_stats": g["batch_stats"]}, z, True, rngs[0])
+            return self.g_apply({"params": params, "batch_stats": g["batch_stats"]}, z, True, g_noise)
 
         fake, pull_back, g_stats = jax.vjp(g_forward, g["params"], has_aux=True)
-        d_params, d_opt, d_stats, d_metrics = self.d_update(d, real, lax.stop_gradient(fake), rngs[1:3])
+        d_params, d_opt, d_stats, d_metrics = self.d_update(d, real, lax.stop_gradient(fake), d_noise)
 
         def g_loss_fn(fake):
-            logits, stats = self.d_apply({"params": d_params, "batch_stats": d_stats}, fake, True, rngs[3])
+            logits, stats = self.d_apply({"params": d_params, "batch_stats": d_stats}, fake, True, d_noise.at(2))
             return bce(logits, 1.0), _stats(stats, d_stats)
 
         (g_loss, d_stats), fake_grad = jax.value_and_grad(g_loss_fn, has_aux=True)(fake)
@@ -151,13 +154,15 @@ class StepFunctions:
             "step": step + 1,
         })
 
-    def d_update(self, d: dict, real, fake, rngs):
-        """One discriminator update on a real (label 1) and a fake (label 0) batch."""
+    def d_update(self, d: dict, real, fake, noise: DropoutNoise):
+        """One discriminator update on a real (label 1) and a fake (label 0)
+        batch: forwards 0 and 1 of D in this step (`noise`)."""
 
         def loss_fn(params):
-            l_real, stats = self.d_apply({"params": params, "batch_stats": d["batch_stats"]}, real, True, rngs[0])
+            l_real, stats = self.d_apply({"params": params, "batch_stats": d["batch_stats"]}, real, True,
+                                         noise.at(0))
             stats = _stats(stats, d["batch_stats"])
-            l_fake, stats2 = self.d_apply({"params": params, "batch_stats": stats}, fake, True, rngs[1])
+            l_fake, stats2 = self.d_apply({"params": params, "batch_stats": stats}, fake, True, noise.at(1))
             return bce(l_real, 1.0) + bce(l_fake, 0.0), (_stats(stats2, stats), l_real, l_fake)
 
         (d_loss, (stats, l_real, l_fake)), grads = jax.value_and_grad(loss_fn, has_aux=True)(d["params"])

@@ -49,6 +49,7 @@ from specc import ir
 from specc.catalogue import ACTIVATION_LAYERS
 
 from .activations import ACTIVATIONS, LOGIT_ACTIVATIONS
+from .noise import DropoutNoise, keep_mask
 from .recurrent import GRU, LSTM
 
 Array = jax.Array
@@ -81,6 +82,8 @@ class Ctx:
     layout: str = CF
     input_layouts: tuple[str, ...] = ()
     strip_activation: bool = False  # set for Model.final_activation_index() when logits are wanted
+    noise: DropoutNoise | None = None  # what a training forward's Dropout masks are drawn at
+    dropout_slots: dict[str, int] | None = None  # Dropout node name -> its order among the model's Dropout layers
 
     def nhwc(self, x: Array) -> Array:
         if x.ndim == 4:
@@ -180,6 +183,15 @@ def lower_max_pool(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
 # values, in one elementwise pass. Measured (benchmarks/profile_jax_step.py,
 # LeNet train step, batch 128, jaxlib 0.10.2, pinned to one core of the busy
 # 2-core machine): 220 -> 147 ms of CPU per step, 1.5x.
+#
+# Which position holds the maximum is decided once, on values in memory: the
+# pool's input passes an optimization_barrier in the JVP. Without it XLA:CPU
+# fuses the producer (say BatchNorm + ReLU) into both the forward's max and
+# the backward's position search and compiles the two copies differently
+# (an FMA in one, a multiply and an add in the other: the two disagree in the
+# last bit), so `tile == max` could hold at no position of a window and its
+# gradient was dropped (issue 17: a BatchNorm beta 8e-2 off after one SGD
+# step on MNIST; exact again with FMA off, --xla_cpu_max_isa=SSE4_2).
 
 
 def tiled_max_pool(x: Array, size: tuple[int, int]) -> Array:
@@ -199,6 +211,20 @@ def _tiles(x: Array, size: tuple[int, int]) -> Array:
     return x.reshape(n, h // kh, kh, w // kw, kw, c)
 
 
+def _window_argmax(tiles: Array, size: tuple[int, int]) -> Array:
+    """Per window, the row-major index of its first maximum (int32): a
+    running comparison, so no value is compared with a max computed elsewhere."""
+    kh, kw = size
+    best = tiles[:, :, 0, :, 0, :]
+    index = jnp.zeros(best.shape, jnp.int32)
+    for k in range(1, kh * kw):
+        value = tiles[:, :, k // kw, :, k % kw, :]
+        better = value > best  # strictly: a tie keeps the earlier position
+        best = jnp.where(better, value, best)
+        index = jnp.where(better, jnp.int32(k), index)
+    return index
+
+
 @functools.partial(jax.custom_jvp, nondiff_argnums=(1,))
 def _tile_max(x: Array, size: tuple[int, int]) -> Array:
     return jnp.max(_tiles(x, size), axis=(2, 4))
@@ -208,20 +234,13 @@ def _tile_max(x: Array, size: tuple[int, int]) -> Array:
 def _tile_max_jvp(size: tuple[int, int], primals, tangents):
     (x,), (dx,) = primals, tangents
     kh, kw = size
-    tiles = _tiles(x, size)
-    y = jnp.max(tiles, axis=(2, 4))
-    taken = jnp.zeros(y.shape, bool)  # windows whose maximum is already found
-    rows = []
-    for i in range(kh):
-        cols = []
-        for j in range(kw):
-            first = (tiles[:, :, i, :, j, :] == y) & ~taken
-            taken = taken | first
-            cols.append(first)
-        rows.append(jnp.stack(cols, axis=3))  # [n, ho, wo, kw, c]
-    first = jnp.stack(rows, axis=2)  # [n, ho, kh, wo, kw, c]: one True per window
-    dy = jnp.sum(jnp.where(first, _tiles(dx, size), jnp.zeros((), dx.dtype)), axis=(2, 4))
-    return y, dy
+    tiles = _tiles(lax.optimization_barrier(x), size)  # see above: one copy of the values decides
+    index = _window_argmax(tiles, size)
+    dtiles = _tiles(dx, size)
+    dy = dtiles[:, :, 0, :, 0, :]
+    for k in range(1, kh * kw):
+        dy = jnp.where(index == k, dtiles[:, :, k // kw, :, k % kw, :], dy)
+    return jnp.max(tiles, axis=(2, 4)), dy
 
 
 def lower_avg_pool(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -286,8 +305,22 @@ def lower_reshape(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
 
 
 def lower_dropout(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
-    # Inverted dropout, as Keras: kept values are scaled by 1/(1-rate).
-    return nn.Dropout(layer.attrs["rate"], deterministic=not ctx.train, name=layer.name)(x)
+    # Inverted dropout, as Keras: kept values are scaled by 1/(1-rate). The
+    # mask is specc.noise's (see noise.keep_mask), drawn for the sample's
+    # channels-first shape and moved to the layout the value is held in, and
+    # applied as torch's SeededDropout applies it, x * mask * (1/keep), so
+    # that both backends round alike.
+    rate = layer.attrs["rate"]
+    if not ctx.train or rate == 0.0:
+        return x
+    if ctx.noise is None:
+        raise ValueError(f"Dropout {layer.name} in a training forward: no DropoutNoise was given")
+    nhwc = x.ndim == 4 and ctx.layout == NHWC
+    shape = (x.shape[3], x.shape[1], x.shape[2]) if nhwc else x.shape[1:]
+    mask = keep_mask(ctx.noise, ctx.dropout_slots[layer.name], x.shape[0], shape, rate)
+    if nhwc:
+        mask = to_layout(mask, CF, NHWC)
+    return x * mask.astype(x.dtype) * (1.0 / (1.0 - rate))
 
 
 def lower_activation(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
@@ -334,6 +367,14 @@ LOWER: dict[str, Callable[[ir.Layer, Any, Ctx], Array]] = {
 # ---------------------------------------------------------------- the model
 
 
+def dropout_slots(model: ir.Model) -> dict[str, int]:
+    """Each Dropout node's slot: its order among the model's Dropout layers
+    (rate 0 included), the order in which the PyTorch backend's
+    seeded_dropout numbers its nn.Dropout modules (built in layer order)."""
+    names = [layer.name for layer in model.layers if layer.kind == "Dropout"]
+    return {name: slot for slot, name in enumerate(names)}
+
+
 def output_activation(model: ir.Model) -> str | None:
     """"softmax" or "sigmoid" when the model ends with it (the activation
     `logits=True` leaves off; see Model.final_activation), else None."""
@@ -344,10 +385,12 @@ def output_activation(model: ir.Model) -> str | None:
 class SpeccModule(nn.Module):
     """A specc IR model as a Flax linen module.
 
-    `__call__(x, train=False)` takes a channels-first batch and returns a
-    channels-first batch. In training mode apply it with
-    `mutable=["batch_stats"]` and `rngs={"dropout": key}`. With `logits=True`
-    the last layer's softmax/sigmoid is left off (see `output_activation`).
+    `__call__(x, train=False, noise=None)` takes a channels-first batch and
+    returns a channels-first batch. In training mode apply it with
+    `mutable=["batch_stats"]` and, when the model has Dropout, `noise` (a
+    DropoutNoise: the seed and global step its masks are drawn at, as the
+    PyTorch backend draws them). With `logits=True` the last layer's
+    softmax/sigmoid is left off (see `output_activation`).
 
     `dtype` (mixed precision, e.g. jnp.bfloat16): the compute dtype of the
     convolutions, matmuls (Dense, the LSTM/GRU cells' two products) and
@@ -367,8 +410,9 @@ class SpeccModule(nn.Module):
     dtype: Any = None
 
     @nn.compact
-    def __call__(self, x: Array, train: bool = False) -> Array:
-        ctx = Ctx(train=train, precision=self.precision, dtype=self.dtype)
+    def __call__(self, x: Array, train: bool = False, noise: DropoutNoise | None = None) -> Array:
+        ctx = Ctx(train=train, precision=self.precision, dtype=self.dtype, noise=noise,
+                  dropout_slots=dropout_slots(self.model))
         if self.dtype is not None and jnp.issubdtype(x.dtype, jnp.floating):
             x = x.astype(self.dtype)
         final = self.model.final_activation_index() if self.logits else None

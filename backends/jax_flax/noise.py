@@ -1,14 +1,24 @@
 """specc.noise's counter-based noise in jax.numpy (uint32 arithmetic wraps
 mod 2**32, as the formula wants). The step may be a traced scalar, so a
 jitted train step draws its noise on the device from its own step counter;
-the numbers equal specc.noise's numpy reference (bits exactly)."""
+the numbers equal specc.noise's numpy reference (bits exactly).
+
+`DropoutNoise` is what a training forward's Dropout masks depend on, and
+`keep_mask` draws one layer's mask by specc.noise's dropout formula, the one
+the PyTorch backend's SeededDropout draws (so both backends train the same
+network; the masks of a global-view step do not depend on the device count).
+"""
 
 from __future__ import annotations
 
+from typing import Any
+
+import jax
 import jax.numpy as jnp
+from flax import struct
 from jax import lax
 
-from specc.noise import MASK, bits_with, gaussian_with, uniform_with
+from specc.noise import FORWARDS, MASK, bits_with, dropout_stream, gaussian_with, uniform_with
 
 
 class JaxOps:
@@ -76,3 +86,39 @@ def uniform(seed: int, stream: int, step, shape):
 
 def bits(seed: int, stream: int, step, count: int):
     return bits_with(JaxOps, seed, stream, step, count)
+
+
+@struct.dataclass
+class DropoutNoise:
+    """The masks of one training forward: global step `step` (an int or a
+    traced int32 scalar, the only leaf, so a jitted step does not recompile
+    per step), the train block's `seed`, the plan's `batch` (sample j of the
+    batch draws at key step * batch + j; None: the forward's own batch size),
+    which `forward` of the network in this step (the GAN's D runs three), and
+    the network's `first_slot` (a GAN's D counts its Dropout layers on after
+    G's)."""
+
+    step: Any
+    seed: int = struct.field(pytree_node=False, default=0)
+    batch: int | None = struct.field(pytree_node=False, default=None)
+    forward: int = struct.field(pytree_node=False, default=0)
+    first_slot: int = struct.field(pytree_node=False, default=0)
+
+    def __post_init__(self):
+        if not 0 <= self.forward < FORWARDS:
+            raise ValueError(f"forward {self.forward} of a step: at most {FORWARDS}")
+
+    def at(self, forward: int) -> "DropoutNoise":
+        """The same step's noise for another forward of the network."""
+        return self.replace(forward=forward)
+
+
+def keep_mask(noise: DropoutNoise, slot: int, rows: int, shape: tuple[int, ...], rate: float) -> jax.Array:
+    """Bool [rows, *shape]: which elements Dropout layer `slot` (counted from
+    the network's first Dropout layer) keeps for the global batch's rows
+    0..rows-1; `shape` is the sample's shape in the IR's (channels-first) order."""
+    batch = rows if noise.batch is None else noise.batch
+    # uint32 wraps mod 2**32, as the formula's key does on every backend
+    keys = jnp.asarray(noise.step).astype(jnp.uint32) * jnp.uint32(batch) + jnp.arange(rows, dtype=jnp.uint32)
+    u = uniform(noise.seed, dropout_stream(noise.first_slot + slot, noise.forward), keys, shape)
+    return u < 1.0 - rate

@@ -16,8 +16,8 @@ be split by rows over "data", so XLA all-reduces the gradients and
 BatchNorm's moments (the global batch's, as on one device). A batch whose
 size does not divide the devices (the last, partial one) is left replicated:
 every device computes it whole, the same result as one device's. Dropout
-draws from `jax.random` with partitionable threefry (jax's default), so its
-masks do not depend on how the batch is split.
+masks are specc.noise's at each sample's global row (noise.keep_mask), so
+they do not depend on how the batch is split.
 """
 
 from __future__ import annotations

@@ -17,7 +17,10 @@ An autoencoder's plan (`plan.reconstruct`) puts only the inputs: the target
 is the clean batch, and the model sees it with Gaussian noise of
 `plan.input_noise` added inside the compiled step, drawn from specc.noise at
 the step counter (evaluation: at each sample's index), so both backends see
-the same noise.
+the same noise. Dropout masks are specc.noise's too (noise.keep_mask), at
+(seed, layer, global step, sample), the masks the PyTorch trainer draws: a
+resumed run repeats them, and they do not depend on the number of devices
+(the step is global-view, so its rows are the global batch's).
 
 Precision (`plan.precision`, see `compute_args`): "f32" is float32
 throughout. "mixed" runs the model with a bfloat16 compute dtype: inside the
@@ -36,6 +39,7 @@ where jax started before XLA_FLAGS could be set), unless
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import jax
@@ -51,7 +55,7 @@ from specc.plan import EVAL_NOISE_STREAM, Plan, check_optimizer_state, learning_
 
 from . import apply_fn, compute_args, from_native, to_native, xla_flags
 from .convert import native_slot, params_to_canonical
-from .noise import gaussian
+from .noise import DropoutNoise, gaussian
 from .parallel import Placement
 
 EPSILON = 1e-7  # Keras's backend epsilon: probabilities are clipped to [eps, 1 - eps]
@@ -70,7 +74,9 @@ def make_optimizer(plan: Plan) -> optax.GradientTransformation:
       m = momentum*m - lr*g; p += m (nesterov: p += momentum*m - lr*g);
     - adam adds epsilon to sqrt(v) before the bias correction:
       p -= lr*sqrt(1-b2^t)/(1-b1^t) * m / (sqrt(v) + eps); adamw also
-      p -= lr*wd*p (decoupled);
+      p -= lr*wd*p (decoupled). The bias corrections 1-b^t are exact to
+      float32 (`_one_minus_power`), as torch's doubles are; Keras's float32
+      1-b^t is up to 1e-5 off them (rounding of b near 1);
     - rmsprop puts epsilon inside the root and lr inside the momentum buffer:
       inc = lr*g / sqrt(v + eps); with momentum m = momentum*m + inc, p -= m;
     - adagrad divides by sqrt(acc + eps), acc starting at initial_accumulator.
@@ -108,7 +114,7 @@ def make_optimizer(plan: Plan) -> optax.GradientTransformation:
             m = tmap(lambda m, g: m + (g - m) * (1 - b1), state["m"], grads)
             v = tmap(lambda v, g: v + (g * g - v) * (1 - b2), state["v"], grads)
             new["m"], new["v"] = m, v
-            alpha = lr * jnp.sqrt(1 - b2**t) / (1 - b1**t)
+            alpha = lr * jnp.sqrt(_one_minus_power(b2, t)) / _one_minus_power(b1, t)
             updates = tmap(lambda m, v: -alpha * m / (jnp.sqrt(v) + eps), m, v)
             if name == "adamw":
                 updates = tmap(lambda u, p: u - lr * a["weight_decay"] * p, updates, params)
@@ -130,6 +136,16 @@ def make_optimizer(plan: Plan) -> optax.GradientTransformation:
         return updates, new
 
     return optax.GradientTransformation(init, update)
+
+
+def _one_minus_power(beta: float, t: jax.Array) -> jax.Array:
+    """1 - beta**t to float32 precision, as -expm1(t log beta) with log beta
+    taken in double. In float32, 1 - beta**t cancels: with Adam's beta2 =
+    0.999 it is 1.3e-5 off at t = 1 (1.7e-4 for 0.9999), so every step was
+    that much off torch's, whose bias corrections are Python doubles."""
+    if beta == 0.0:
+        return jnp.ones_like(t)
+    return -jnp.expm1(t * math.log(beta))
 
 
 # ---------------------------------------------------------------- losses and metrics
@@ -228,7 +244,6 @@ class Trainer:
             "metrics": self.place.put(_zero_metrics()),
             "step": self.place.put(jnp.zeros([], jnp.int32)),
         }
-        self.key = jax.random.key(plan.seed)
         self.global_step = 0
         self._train_steps: dict[int, Any] = {}  # batch size -> compiled step
         self._eval_step = jax.jit(self._eval, static_argnums=(5,), donate_argnums=(0,), **self._jit)
@@ -265,12 +280,12 @@ class Trainer:
             x, y = self._noisy_input(split(jnp.take(x_all, idx, axis=0)), carry["step"])
         else:
             x, y = split(jnp.take(x_all, idx, axis=0)), split(jnp.take(y_all, idx, axis=0))
-        rng = jax.random.fold_in(self.key, carry["step"])
+        noise = DropoutNoise(step=carry["step"], seed=self.plan.seed, batch=self.plan.batch)
         variables_stats = carry["batch_stats"]
 
         def loss_fn(params):
             # mixed precision: the module casts params and x to bf16 inside each conv/matmul and returns f32
-            out, new_stats = self.apply({"params": params, "batch_stats": variables_stats}, x, True, rng)
+            out, new_stats = self.apply({"params": params, "batch_stats": variables_stats}, x, True, noise)
             losses = per_sample_loss(self.plan, out, y)
             return jnp.mean(losses), (out, new_stats)
 

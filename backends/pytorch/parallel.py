@@ -31,7 +31,7 @@ import torch.distributed as dist
 from torch import nn
 
 from specc.distributed import SINGLE, DistributedError, World, batch_slice, check_devices, torch_worker_env
-from specc.noise import STREAM_DROPOUT
+from specc.noise import FORWARDS, dropout_stream  # the masks' formula, one definition for both backends
 
 from .modules import BatchNorm
 from .noise import uniform
@@ -232,9 +232,6 @@ def global_batch_norm(net: nn.Module, world: World) -> None:
 
 # ---------------------------------------------------------------- dropout from counter-based noise
 
-FORWARDS = 4  # forwards of one network in one step with their own masks (the GAN's D runs three)
-
-
 class DropoutClock:
     """What the next training forward's masks depend on: the global step,
     the rows [lo, hi) of the global batch this rank holds, and which forward
@@ -256,12 +253,6 @@ class DropoutClock:
     def keys(self, device: torch.device) -> torch.Tensor:
         """One noise key per sample: step * batch + j (j global), so sample j of step s always draws the same."""
         return torch.arange(self.lo, self.hi, dtype=torch.int64, device=device) + self.offset.to(device)
-
-
-def dropout_stream(slot: int, forward: int) -> int:
-    """specc.noise stream of one dropout layer in one forward of a step:
-    STREAM_DROPOUT in the low byte, so never one of the small STREAM_* numbers."""
-    return STREAM_DROPOUT + 256 * (1 + slot * FORWARDS + forward)
 
 
 class SeededDropout(nn.Module):
