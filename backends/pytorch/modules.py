@@ -304,10 +304,18 @@ def is_channels_last(x: torch.Tensor) -> bool:
     return x.dim() == 4 and not x.is_contiguous() and x.is_contiguous(memory_format=torch.channels_last)
 
 
-# A channels-last batch's per-channel sums run over these axes; per-channel
-# values broadcast over it in this shape (module constants: dynamo cannot
-# read attributes of an autograd.Function class).
-_IMAGE_DIMS, _CHANNEL_VIEW = (0, 2, 3), (1, -1, 1, 1)
+# Per-channel values broadcast over an image batch in this shape (a module
+# constant: dynamo cannot read attributes of an autograd.Function class).
+_CHANNEL_VIEW = (1, -1, 1, 1)
+
+
+def _channel_sum(t: torch.Tensor) -> torch.Tensor:
+    """Per-channel sum of an image batch in two stages, each sample's H*W
+    values first: eager's `sum` is a cascade either way, but torch.compile
+    (inductor) turns one sum over N*H*W into a single float32 accumulator
+    per channel, the error that made torch's own kernels inexact (its
+    compiled steps were 1e-5 to 3e-5 off eager's in the gradients)."""
+    return t.sum((2, 3)).sum(0)
 
 
 class ChannelsLastBatchNorm(torch.autograd.Function):
@@ -323,8 +331,9 @@ class ChannelsLastBatchNorm(torch.autograd.Function):
     relative, 100 times the NCHW kernels' error, and the result changes with
     the number of threads. Three SGD steps of a residual MNIST network then
     ended 7e-2 apart in a beta from the same steps in NCHW or on jax (issue
-    17). Here every per-channel sum is torch's `sum`, which adds in a cascade
-    (as accurate as the NCHW kernels, and the same for any thread count),
+    17). Here every per-channel sum is torch's `sum` (`_channel_sum`), which
+    adds in a cascade (as accurate as the NCHW kernels, and the same for any
+    thread count),
     and the variance is the mean of squared deviations, never E[x^2] - E[x]^2.
     The elementwise passes keep the channels-last format, so the
     convolutions around it need no reorder (reordering to NCHW around
@@ -336,11 +345,11 @@ class ChannelsLastBatchNorm(torch.autograd.Function):
 
     @staticmethod
     def forward(ctx, x, weight, bias, eps):
-        dims, view = _IMAGE_DIMS, _CHANNEL_VIEW
+        view = _CHANNEL_VIEW
         n = x.numel() // x.shape[1]
-        mean = x.sum(dims) / n
+        mean = _channel_sum(x) / n
         centered = x - mean.view(view)
-        var = (centered * centered).sum(dims) / n
+        var = _channel_sum(centered * centered) / n
         invstd = torch.rsqrt(var + eps)
         y = torch.addcmul(bias.view(view), centered, (weight * invstd).view(view))
         ctx.save_for_backward(centered, weight, invstd)  # in place of x: the same memory
@@ -351,11 +360,11 @@ class ChannelsLastBatchNorm(torch.autograd.Function):
     def backward(ctx, dy, _mean, _var):
         """dx = gamma*invstd * (dy - mean(dy) - xhat * mean(dy * xhat)), as
         dy*a + centered*b + c with per-channel a, b, c (two passes)."""
-        dims, view = _IMAGE_DIMS, _CHANNEL_VIEW
+        view = _CHANNEL_VIEW
         centered, weight, invstd = ctx.saved_tensors
         n = dy.numel() // dy.shape[1]
-        dbeta = dy.sum(dims)
-        dy_centered = (dy * centered).sum(dims)
+        dbeta = _channel_sum(dy)
+        dy_centered = _channel_sum(dy * centered)
         a = weight * invstd
         dx = torch.addcmul((-a * dbeta / n).view(view), dy, a.view(view))
         dx.addcmul_(centered, (-a * invstd * invstd * dy_centered / n).view(view))
