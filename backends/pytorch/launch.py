@@ -38,14 +38,30 @@ SHUTDOWN_S = 5  # a stopped worker gets this long between SIGTERM and SIGKILL
 QUIET_LOGGERS = ("torch.distributed.elastic", "torch.distributed.launcher", "torch.distributed.run")
 
 
+_failed = False  # this worker reported an error (record_worker_error)
+
+
+def exits_cleanly() -> bool:
+    """Whether this process is a worker running specc's CLI (`python -m
+    specc`, as `launch` and `torchrun -m specc` start it) that has reported
+    no error, so that its exit status is 0: the CLI reports every error of a
+    worker through record_worker_error (a Ctrl-C aside, which stops the
+    launcher too). Any other program (a script under torchrun) may end
+    otherwise: False."""
+    spec = getattr(sys.modules.get("__main__"), "__spec__", None)
+    return getattr(spec, "name", None) == "specc.__main__" and not _failed and not hasattr(sys, "last_value")
+
+
 def record_worker_error(message: str) -> bool:
     """In a worker: write this rank's error (the CLI's rendered message) to
     TORCHELASTIC_ERROR_FILE for the launcher. True when the worker should not
     print it: specc's `launch` prints the run's one error line itself (under
     torchrun every worker prints its own). A no-op outside a worker."""
+    global _failed
     path = os.environ.get("TORCHELASTIC_ERROR_FILE")
     if not path:
         return False
+    _failed = True
     now = time.time()
     data = {"message": message, "timestamp": int(now),
             "specc": {"time": now, "rank": os.environ.get("RANK")}}  # sub-second order of failures

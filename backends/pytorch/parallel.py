@@ -24,6 +24,7 @@ from __future__ import annotations
 import atexit
 import inspect
 import os
+import sys
 
 import numpy as np
 import torch
@@ -39,15 +40,73 @@ from .noise import uniform
 # ---------------------------------------------------------------- the world
 
 
+LEAVE_TIMEOUT_S = 600  # how long a finished worker waits for the others at exit (rank 0 still writes the run's files)
+
+
 def _leave_process_group() -> None:
-    """Tear the process group down before the interpreter exits: a gloo group
-    left to C++ static destruction can abort the worker ("terminate called
-    without an active exception", SIGABRT) after a run that succeeded."""
-    if dist.is_initialized():
+    """At a worker's exit (atexit, registered by start_world): leave the
+    process group, and in a worker of specc's CLI that finished without an
+    error (launch.exits_cleanly), end the process with os._exit(0) once
+    stdout, stderr and logging are flushed.
+
+    Why os._exit: destroy_process_group does not stop gloo's threads (the
+    group's two `pt_gloo_runloop` workers and its `gloo_tcp_loop` are still
+    running after it and after gc.collect(), with no Python object left that
+    holds the group), so a normal exit runs the C++ static destructors while
+    they run: the likely source of "terminate called without an active
+    exception" (SIGABRT) that ended 2 of 12 finished two-worker runs (issue
+    17), a std::thread destroyed while still running. os._exit
+    skips interpreter finalisation and the static destructors; the run's
+    files are closed by then. It also skips the atexit handlers registered
+    before this one (logging's is called here).
+
+    Why the barrier first: rank 0 writes the weights, result.json and the
+    pictures after the last collective, while the other ranks are done; a
+    worker that closes its gloo connections then leaves rank 0's group with
+    a dead peer. Every finished worker waits (at most LEAVE_TIMEOUT_S) until
+    all have finished, then all leave together. A worker that failed leaves
+    at once and exits as it would have: the launcher stops the others."""
+    if not dist.is_initialized():
+        return
+    from .launch import exits_cleanly
+
+    clean = exits_cleanly()
+    if clean:
+        _wait_for_peers()
+    try:
+        dist.destroy_process_group()
+    except Exception:  # noqa: BLE001 - exiting anyway; a peer may be gone already
+        pass
+    if clean:
+        _exit_now(0)
+
+
+def _wait_for_peers() -> None:
+    """Every rank reaches this point, or LEAVE_TIMEOUT_S passes, or a peer is
+    found gone (gloo's monitored barrier: it has a timeout and names
+    missing ranks instead of hanging)."""
+    from datetime import timedelta
+
+    if dist.get_backend() != "gloo":
+        return
+    try:
+        dist.monitored_barrier(timeout=timedelta(seconds=LEAVE_TIMEOUT_S))
+    except Exception:  # noqa: BLE001 - a peer failed or left: the launcher reports that one
+        pass
+
+
+def _exit_now(status: int) -> None:
+    """Flush what Python would have flushed at exit, then end the process
+    without running finalisation or C++ static destructors."""
+    import logging
+
+    logging.shutdown()
+    for stream in (sys.stdout, sys.stderr):
         try:
-            dist.destroy_process_group()
-        except Exception:  # noqa: BLE001 - exiting anyway; a peer may be gone already
+            stream.flush()
+        except (OSError, ValueError, AttributeError):  # closed, or no stream
             pass
+    os._exit(status)
 
 
 def start_world(devices: int | None = 1, device: str = "cpu", coordinator=None, num_processes=None,
