@@ -10,6 +10,14 @@ and can be turned off.
   (`channels_last_data`) and gather batches with `x[idx]`, which keeps the
   format (`index_select` returns a contiguous NCHW batch, and each conv
   would reorder it back). Nothing changes for a model without 4-D weights.
+  BatchNorm's training step on a channels-last batch runs through
+  modules.ChannelsLastBatchNorm: torch's own channels-last CPU kernels sum
+  each channel in float32 row by row (1e-5 to 1e-4 off, and different with
+  two threads), which made three MNIST steps of a residual network end 7e-2
+  apart from NCHW's in a beta (issue 17). On specs/resnet_mnist.spec (batch
+  128, one thread, interleaved in one process on the busy 2-core machine,
+  CPU time per step) that costs 57.9 -> 65.2 ms; NCHW throughout is 72.3 ms,
+  so channels_last stays on.
 - `maybe_compile(net)`: torch.compile (inductor) of the network's forward,
   which fuses the elementwise work around the convolutions and matmuls and
   generates the backward. On the CPU inductor builds C++ with the system's
