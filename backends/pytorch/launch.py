@@ -44,12 +44,14 @@ _failed = False  # this worker reported an error (record_worker_error)
 def exits_cleanly() -> bool:
     """Whether this process is a worker running specc's CLI (`python -m
     specc`, as `launch` and `torchrun -m specc` start it) that has reported
-    no error, so that its exit status is 0: the CLI reports every error of a
-    worker through record_worker_error (a Ctrl-C aside, which stops the
-    launcher too). Any other program (a script under torchrun) may end
-    otherwise: False."""
+    no error, so that its exit status is 0: in an elastic launcher's worker
+    (TORCHELASTIC_ERROR_FILE set) the CLI reports every error through
+    record_worker_error (a Ctrl-C aside, which stops the launcher too). Any
+    other program (a script under torchrun), or a worker started by hand
+    with RANK and WORLD_SIZE, may end otherwise: False."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
-    return getattr(spec, "name", None) == "specc.__main__" and not _failed and not hasattr(sys, "last_value")
+    return (getattr(spec, "name", None) == "specc.__main__" and bool(os.environ.get("TORCHELASTIC_ERROR_FILE"))
+            and not _failed and not hasattr(sys, "last_value"))
 
 
 def record_worker_error(message: str) -> bool:
