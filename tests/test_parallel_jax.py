@@ -29,8 +29,9 @@ from specc.weights import load_weights  # noqa: E402
 ROOT = Path(__file__).resolve().parent.parent
 TIMEOUT = 240  # seconds for one run; a run here takes a few
 
-# Dropout too: its masks come from jax.random (partitionable threefry), which
-# must not depend on how the batch is split. 485 samples, batch 50: the last
+# Dropout too: its masks come from specc's counter-based noise per global
+# step and sample (the same as torch's), which must not depend on how the
+# batch is split. 485 samples, batch 50: the last
 # batch (35) does not split over 2 devices and runs whole on each.
 MLP = """
 model mlp {
