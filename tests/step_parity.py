@@ -65,6 +65,7 @@ from specc.plan import Plan, SpeedChoices, make_plan  # noqa: E402
 TOLERANCE = 1e-5
 STEPS = 3
 WORKER_TIMEOUT = 420  # seconds for a worker process; a hang fails the tests instead of CI
+EXIT_GRACE = 30  # seconds a worker may take to exit once its results are written
 
 # ---------------------------------------------------------------- the cases
 
@@ -770,14 +771,21 @@ class Worker:
         if self._results is not None:
             return self._results
         deadline = self.started + WORKER_TIMEOUT
+        done_at = None  # when the result file appeared: a worker then gets EXIT_GRACE seconds to exit
+        while any(p.poll() is None for p in self.procs) and time.monotonic() < deadline:
+            if done_at is None and self.out.exists():
+                done_at = time.monotonic()
+            if done_at is not None and time.monotonic() > done_at + EXIT_GRACE:
+                break
+            time.sleep(0.2)
         codes = []
         for p in self.procs:
-            try:
-                codes.append(p.wait(timeout=max(1.0, deadline - time.monotonic())))
-            except subprocess.TimeoutExpired:
-                for q in self.procs:
-                    q.kill()
-                codes.append("timed out")
+            if p.poll() is None:
+                p.kill()
+                p.wait()
+                codes.append("killed (timed out)")
+            else:
+                codes.append(p.returncode)
         self.seconds = time.monotonic() - self.started
         if not self.out.exists():
             tails = "\n".join(f"--- {log.name}:\n{log.read_text(errors='replace')[-3000:]}" for log in self.logs)
@@ -810,6 +818,73 @@ def launch_torch_workers(tmp: Path) -> Worker:
         procs.append(_start(["torch-worker", str(out)], env, log))
         logs.append(log)
     return Worker("the 2 torch workers", out, procs, logs)
+
+
+# ---------------------------------------------------------------- the CLI, as a user runs it
+
+# The issue's reproduction through `specc train`: the runner's own batches
+# (seed, order), its data-parallel launch (jax: host devices; torch: the
+# elastic launcher's gloo workers) and weights.safetensors. --limit 48 and no
+# validation split: three batches of 16.
+CLI_SPEC = """
+model m {
+    input [1, 28, 28]
+    Conv2D(4, kernel=3, stride=2, padding=same, bias=false)
+    BatchNorm()
+    ReLU()
+    MaxPool(2)
+    Flatten()
+    Dense(10, activation=softmax)
+}
+train m {
+    data      = mnist()
+    loss      = cross_entropy
+    optimizer = sgd(lr=0.05, momentum=0.9)
+    batch     = 16
+    epochs    = 1
+    seed      = 5
+}
+"""
+CLI_LIMIT = 48
+CLI_RUNS = ("jax", "jax_2dev", "torch", "torch_2dev")
+
+
+class CliRun:
+    """`specc train` in a subprocess, started now."""
+
+    def __init__(self, tmp: Path, name: str):
+        backend, _, devices = name.partition("_")
+        spec = tmp / "cli.spec"
+        if not spec.exists():
+            spec.write_text(CLI_SPEC, encoding="utf-8")
+        self.name, self.dir, self.log = name, tmp / f"cli-{name}", tmp / f"cli-{name}.log"
+        args = [sys.executable, "-m", "specc", "train", str(spec), "--backend", backend, "--out", str(self.dir),
+                "--quiet", "--limit", str(CLI_LIMIT)] + (["--devices", "2"] if devices else [])
+        with open(self.log, "wb") as f:
+            self.proc = subprocess.Popen(args, env=_env({}), cwd=str(tmp), stdout=f, stderr=subprocess.STDOUT)
+
+    def weights(self) -> dict[str, np.ndarray]:
+        if getattr(self, "_weights", None) is None:
+            self._weights = self._read()
+        return self._weights
+
+    def _read(self) -> dict[str, np.ndarray]:
+        try:
+            code = self.proc.wait(timeout=WORKER_TIMEOUT)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            code = "killed (timed out)"
+        path = self.dir / "weights.safetensors"
+        if code != 0 or not path.exists():
+            raise AssertionError(f"specc train ({self.name}) ended with {code}:\n"
+                                 f"{self.log.read_text(errors='replace')[-3000:]}")
+        from specc.weights import load_weights
+
+        return dict(load_weights(path))
+
+
+def cli_model() -> Model:
+    return specc.loads(CLI_SPEC)["m"]
 
 
 if __name__ == "__main__":

@@ -37,12 +37,14 @@ def workers(tmp_path_factory):
     so that they run while this process steps torch and Keras."""
     tmp = tmp_path_factory.mktemp("step_parity")
     started = {"jax": sp.launch_jax(tmp), "torch_2dev": sp.launch_torch_workers(tmp)}
+    started["cli"] = {name: sp.CliRun(tmp, name) for name in sp.CLI_RUNS}
     yield started
-    for worker in started.values():
-        for proc in worker.procs:
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
+    procs = [p for name, w in started.items() if name != "cli" for p in w.procs]
+    procs += [run.proc for run in started["cli"].values()]
+    for proc in procs:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
 
 
 def worker_results(workers, name: str, variant: str, run: str) -> dict[str, np.ndarray]:
@@ -188,22 +190,6 @@ def test_report_lists_every_array_over_the_tolerance_worst_first():
     assert sp.mismatch_report(a, a, set(), ("one", "two")) is None
 
 
-# ---------------------------------------------------------------- jax against torch
-
-
-@pytest.mark.parametrize("run", sp.JAX_RUNS)
-def test_jax_vs_torch(run, workers):
-    want = worker_results(workers, "jax", "jax", run)
-    sp.assert_same_weights(want, torch_run(run), aside(run), ("jax", "torch"))
-
-
-@pytest.mark.parametrize("recipe", sp.RECIPES)
-def test_recipe_jax_vs_torch(recipe, workers):
-    want = worker_results(workers, "jax", "jax", recipe)
-    sp.assert_same_weights(want, sp.step_recipe("torch", recipe), sp.recipe_zero_gradient_keys(recipe),
-                           ("jax", "torch"))
-
-
 # ---------------------------------------------------------------- speed settings
 
 
@@ -228,6 +214,30 @@ def test_torch_compile_vs_eager(run):
         pytest.skip(problem)
     sp.assert_same_weights(torch_run(run), torch_run(run, compile_=True), aside(run),
                            ("torch eager", "torch --compile"))
+
+
+# ---------------------------------------------------------------- Keras, a third opinion (torch here; jax below)
+
+
+@pytest.mark.parametrize("run", sp.KERAS_RUNS)
+def test_keras_vs_torch(run):
+    sp.assert_same_weights(keras_run(run), torch_run(run), aside(run), ("keras", "torch"))
+
+
+# ---------------------------------------------------------------- jax against torch
+
+
+@pytest.mark.parametrize("run", sp.JAX_RUNS)
+def test_jax_vs_torch(run, workers):
+    want = worker_results(workers, "jax", "jax", run)
+    sp.assert_same_weights(want, torch_run(run), aside(run), ("jax", "torch"))
+
+
+@pytest.mark.parametrize("recipe", sp.RECIPES)
+def test_recipe_jax_vs_torch(recipe, workers):
+    want = worker_results(workers, "jax", "jax", recipe)
+    sp.assert_same_weights(want, sp.step_recipe("torch", recipe), sp.recipe_zero_gradient_keys(recipe),
+                           ("jax", "torch"))
 
 
 @pytest.mark.parametrize("run", sp.CONV_RUNS)
@@ -256,7 +266,7 @@ def test_torch_one_vs_two_devices(run, workers):
                            (f"torch 1 device ({threads} thread)", "torch 2 devices"))
 
 
-# ---------------------------------------------------------------- Keras, a third opinion
+# ---------------------------------------------------------------- Keras against jax
 
 
 @pytest.mark.parametrize("run", sp.KERAS_RUNS)
@@ -265,6 +275,13 @@ def test_keras_vs_jax(run, workers):
                            ("keras", "jax"))
 
 
-@pytest.mark.parametrize("run", sp.KERAS_RUNS)
-def test_keras_vs_torch(run):
-    sp.assert_same_weights(keras_run(run), torch_run(run), aside(run), ("keras", "torch"))
+# ---------------------------------------------------------------- through the CLI
+
+
+@pytest.mark.parametrize("pair", [("jax", "torch"), ("jax", "jax_2dev"), ("torch", "torch_2dev")],
+                         ids=["jax-vs-torch", "jax-1-vs-2-devices", "torch-1-vs-2-devices"])
+def test_specc_train_cli(pair, workers):
+    """`specc train --limit 48 [--devices 2]` of the issue's Conv -> BatchNorm -> ReLU -> MaxPool model:
+    weights.safetensors after three steps."""
+    a, b = (workers["cli"][name].weights() for name in pair)
+    sp.assert_same_weights(a, b, sp.zero_gradient_keys(sp.cli_model()), tuple(n.replace("_", " ") for n in pair))
