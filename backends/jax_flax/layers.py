@@ -36,13 +36,11 @@ references instead of TF32.
 
 from __future__ import annotations
 
-import contextlib
 import functools
 from dataclasses import dataclass
 from typing import Any, Callable
 
 import flax.linen as nn
-import flax.linen.normalization as flax_normalization
 import jax
 import jax.numpy as jnp
 from jax import lax
@@ -51,6 +49,7 @@ from specc import ir
 from specc.catalogue import ACTIVATION_LAYERS
 
 from .activations import ACTIVATIONS, LOGIT_ACTIVATIONS
+from .batch_norm import BatchNorm
 from .noise import DropoutNoise, keep_mask
 from .recurrent import GRU, LSTM
 
@@ -272,10 +271,8 @@ def lower_global_avg_pool(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
 
 
 def lower_batch_norm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
-    # Flax's momentum is Keras's convention (moving = m*moving + (1-m)*batch)
-    # and it updates the moving variance with the biased batch variance, as
-    # Keras does. Its epsilon default (1e-5) differs: always passed. The
-    # two-pass variance (use_fast_variance=False) avoids E[x^2]-E[x]^2.
+    # Keras's BatchNorm in flax's variable names, with batch statistics
+    # whose accuracy does not depend on XLA's fusion (batch_norm.py says why).
     a = layer.attrs
     axis = -1 if (x.ndim == 4 and ctx.layout == NHWC) else a["axis"] + 1
     if ctx.dtype is not None:
@@ -283,66 +280,7 @@ def lower_batch_norm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
         # the torch backend does under autocast (its BatchNorm input is cast
         # up); the next conv or matmul takes the output back to the compute dtype.
         x = x.astype(jnp.float32)
-    with _two_stage_statistics():
-        return nn.BatchNorm(use_running_average=not ctx.train, axis=axis, momentum=a["momentum"],
-                            epsilon=a["epsilon"], use_fast_variance=False, name=layer.name)(x)
-
-
-# BatchNorm's batch statistics in two stages, each sample's sums first (over
-# H*W, or T), then the batch's over those per-sample sums; the barrier keeps
-# XLA from merging the two reduces back into one (without it the steps came
-# out bit for bit as with one reduce). Why: how accurately XLA:CPU sums a
-# channel's N*H*W values depends on which emitter gets the reduce. On one
-# device BatchNorm's reduces went to YNNPACK (specc's XLA default
-# LIBRARY_FUSION_TYPE_REDUCE); in the 2-device partitioned step XLA fused the
-# concat before a BatchNorm into its reduces (concatenate_reduce_fusion,
-# multiply_reduce_fusion: XLA's own loop emitter), and that BatchNorm's
-# 1/sqrt(var + eps) came out up to 1.5e-6 relative off float64's (one device:
-# 1e-7), its outputs up to 5.6e-6 off. Issue 17:
-# cnn_mnist-sgdm, jax on 1 against 2 host devices, the next conv's output
-# moved 2.8e-7 at a ReLU input whose exact value is -2.7e-7, the ReLU's mask
-# flipped there, and after 3 steps batch_norm_3/beta was 4e-3 off. Short
-# sums (49 and 16 values, 8 per device) are accurate whichever emitter
-# runs them: 1 against 2 devices then agree within 4e-6 after 3 steps.
-def _batch_statistics(x, axes, dtype, axis_name=None, axis_index_groups=None, use_mean=True,
-                      use_fast_variance=True, mask=None, force_float32_reductions=True):
-    if axis_name is not None or mask is not None or not use_mean or use_fast_variance:
-        return _flax_statistics(x, axes, dtype, axis_name, axis_index_groups, use_mean, use_fast_variance, mask,
-                                force_float32_reductions)
-    if dtype is None:
-        dtype = jnp.result_type(x)
-    if force_float32_reductions:
-        dtype = jnp.promote_types(dtype, jnp.float32)
-    x = jnp.asarray(x, dtype)
-    axes = tuple(sorted(a % x.ndim for a in (axes if isinstance(axes, (tuple, list)) else (axes,))))
-    outer, inner = axes[:1], axes[1:]
-    count = 1
-    for a in axes:
-        count *= x.shape[a]
-    kept = tuple(d for i, d in enumerate(x.shape) if i not in axes)
-
-    def mean(v):
-        if inner:
-            v = lax.optimization_barrier(jnp.sum(v, axis=inner, keepdims=True))
-        return jnp.sum(v, axis=outer, keepdims=True).reshape(kept) / count
-
-    mu = mean(x)
-    var = mean(jnp.square(x - jnp.expand_dims(mu, axes)))
-    return mu, var
-
-
-_flax_statistics = flax_normalization._compute_stats
-
-
-@contextlib.contextmanager
-def _two_stage_statistics():
-    """flax's nn.BatchNorm computing its batch statistics with `_batch_statistics`
-    (while one BatchNorm is traced; flax looks its `_compute_stats` up at each call)."""
-    flax_normalization._compute_stats = _batch_statistics
-    try:
-        yield
-    finally:
-        flax_normalization._compute_stats = _flax_statistics
+    return BatchNorm(axis=axis, momentum=a["momentum"], epsilon=a["epsilon"], train=ctx.train, name=layer.name)(x)
 
 
 def lower_lstm(layer: ir.Layer, x: Array, ctx: Ctx) -> Array:
