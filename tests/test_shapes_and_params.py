@@ -195,6 +195,7 @@ def test_layers_chain_shapes():
         ((50, 14, 14), (50, 7, 7)),
         ((50, 7, 7), (2450,)),
         ((2450,), (500,)),
+        ((500,), (500,)),  # Dropout
         ((500,), (10,)),
     ]
 
@@ -320,7 +321,7 @@ def test_seed_spec_totals(spec, model, total, non_trainable):
 
 
 @pytest.mark.parametrize("spec, model, per_layer", [
-    ("lenet", "lenet", [520, 0, 25_050, 0, 0, 1_225_500, 5_010]),
+    ("lenet", "lenet", [520, 0, 25_050, 0, 0, 1_225_500, 0, 5_010]),
     ("mlp", "mlp", [100_480, 0, 16_512, 0, 1_290]),
     ("gan", "generator", [633_472, 25_088, 0, 0, 73_792, 0, 577]),
     ("gan", "discriminator", [640, 0, 0, 12_545]),
